@@ -1,0 +1,90 @@
+# mpaxos — build, run, test. Everything a fresh machine with Go needs is here.
+#
+#   make run     build, spawn a local 3-replica cluster (fsync on), drive it ~10 s, print results
+#   make test    the whole suite: lint, every test, the race detector on concurrent packages
+#
+# Long runs live behind their own targets: sim-long, chaos-long, bench, fuzz-long, profile.
+
+GO        ?= go
+BIN       := bin
+GOFLAGS   ?=
+# Packages whose code runs goroutines concurrently: tested under the race detector.
+RACE_PKGS := ./wal/... ./netio/... ./batching/... ./pipeline/... ./client/... ./bench/... ./perf/... ./cmd/...
+# Pure, single-goroutine packages: tested without -race (the simulator is CPU-bound).
+PURE_PKGS := ./codec/... ./core/...
+
+FUZZTIME  ?= 10s
+SEEDS     ?= 20000
+DURATION  ?= 10m
+RUN_ARGS  ?= --clients 32 --inflight 32 --payload 16 --duration 10s --warmup 2s
+
+.PHONY: all build run test test-pure test-race lint fmt vet fuzz fuzz-long bench bench-e2e \
+        sim-long chaos-long profile clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build $(GOFLAGS) -o $(BIN)/mpaxos ./cmd/mpaxos
+	$(GO) build $(GOFLAGS) -o $(BIN)/mpaxos-bench ./cmd/mpaxos-bench
+
+# The first README command: a working replicated log within a minute of cloning.
+run: build
+	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
+		$(RUN_ARGS) --report $(BIN)/report.html
+	@echo "HTML report: $(BIN)/report.html (open it in a browser, it works offline)"
+
+test: lint test-pure test-race
+	@echo "make test: all green"
+
+test-pure:
+	$(GO) test -count=1 -timeout 10m $(PURE_PKGS)
+
+test-race:
+	$(GO) test -count=1 -race -timeout 12m $(RACE_PKGS)
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+fmt:
+	gofmt -w $$(find . -name '*.go' -not -path './bin/*')
+
+vet:
+	$(GO) vet ./...
+
+# Every fuzz target, each for FUZZTIME (default 10 s). fuzz-long: FUZZTIME=10m.
+fuzz:
+	@scripts/fuzz-all.sh $(FUZZTIME)
+
+fuzz-long:
+	@scripts/fuzz-all.sh 10m
+
+# Component benchmarks (codec, batching, wal, netio, ...) then the end-to-end headline run.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./codec/... ./batching/... ./wal/... ./netio/... ./pipeline/...
+	$(MAKE) bench-e2e
+
+bench-e2e: build
+	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
+		--clients 64 --inflight 64 --payload 16 --duration 20s --warmup 3s
+	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
+		--clients 64 --inflight 64 --payload 1024 --duration 20s --warmup 3s
+
+# The deterministic simulator over many more seeds than make test runs.
+sim-long:
+	$(GO) test -count=1 -timeout 0 ./core/sim -run 'TestSimLong' -seeds $(SEEDS)
+
+# Fault tests on real processes for as long as asked (DURATION=1h).
+chaos-long: build
+	$(GO) test -count=1 -timeout 0 ./tests/chaos -run 'TestChaosLong' -duration $(DURATION)
+
+# A spawned cluster under load with profiles of every replica in perf-out/.
+profile: build
+	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
+		--clients 64 --inflight 64 --payload 16 --duration 15s --warmup 3s \
+		--profile cpu,heap,mutex,block,goroutine --profile-dir perf-out
+
+clean:
+	rm -rf $(BIN) perf-out
+	$(GO) clean -testcache
