@@ -161,3 +161,14 @@ type Status struct {
 //	func (r *Replica) Advance(rd Ready)
 //	func (r *Replica) Status() Status
 //	func (r *Replica) Compact(slot uint64)           // the application snapshotted every slot < slot
+
+// ErrInvalidMessage wraps every rejection of a malformed peer message; the message says which
+// field was wrong. The replica's state is unchanged when Step returns it.
+var ErrInvalidMessage = errors.New("core: invalid message")
+
+// ChosenBallot marks an entry whose value this replica learned as chosen (through catch-up)
+// rather than accepted in a ballot. It orders above every real ballot, so a Promise that reports
+// it makes the new leader re-propose exactly that value (it is the chosen one), and it never
+// equals a leader's ballot, so it never counts as a vote. It is never promised: New ignores it
+// when it recovers the promised ballot from the accepted entries.
+var ChosenBallot = codec.Ballot{Round: 1<<64 - 1, Replica: 1<<32 - 1}

@@ -1,0 +1,66 @@
+// Package core is every Paxos rule of mpaxos — proposer, acceptor and learner of one replica —
+// as a deterministic state machine: no goroutines, no clock, no randomness of its own
+// (Config.Rand), no I/O. The same inputs give the same outputs, so the simulator in core/sim
+// replays any run from its seed.
+//
+// # Driving a replica
+//
+// Inputs: Step (a peer message), Tick (one unit of logical time), Propose (leader only),
+// Campaign. Output: Ready, handled in this order, then Advance:
+//
+//  1. persist HardState (if MustSaveHardState) and Entries, fsync if MustSync;
+//  2. send Messages at once (they vouch for nothing: Prepare, Accept, Nack, Heartbeat, ...);
+//  3. once step 1 is durable, send MessagesAfterPersist (every Promise, Accepted and
+//     HeartbeatReply: each vouches for a promise or acceptance);
+//  4. install SnapshotSlot if set, then apply Chosen (contiguous, in slot order);
+//  5. Advance(rd). Exactly one Ready is outstanding at a time; Step/Tick/Propose may be called
+//     between Ready and Advance.
+//
+// The leader's Accepts leave in step 2, in parallel with its own fsync; its own vote for a
+// slot counts only after the Advance of the Ready that persisted it. Persisted entries for one
+// slot supersede earlier ones in append order (the WAL's Key rule).
+//
+// # Protocol
+//
+// Ballot = (round, replica id). Acceptor: Prepare(b, from) with b above the promise is
+// promised durably and answered with every accepted entry at or above from; otherwise Nack
+// carrying the promise (and our commit point as a catch-up hint). Accept(b, slot, values) with b
+// at or above the promise is stored durably and acknowledged cumulatively (Accepted.Slot = the
+// highest S such that every slot from the leader's commit point through S was accepted in b);
+// otherwise Nack. A replica never forgets a promise or an acceptance: New takes the promised
+// ballot as the highest of the saved one and every persisted accepted ballot.
+//
+// Leader: one phase 1 covers every slot from its commit point. From a majority of promises it
+// proposes again, per slot, the value with the highest reported ballot, and a no-op (empty
+// value) in gaps, then runs phase 2 with at most Config.Window slots and InflightBytesMax bytes
+// outstanding. It steps down when any message shows a higher ballot.
+//
+// Learner: a slot is chosen when a majority accepted it in one ballot. The leader's commit
+// point rides on Accepts and Heartbeats; a follower marks a slot below it chosen only if its
+// own entry there was accepted in the leader's ballot, and otherwise fetches chosen values
+// with CatchUpRequest (served from memory, then Storage). Values learned that way are stored
+// with ChosenBallot, which outranks every ballot in a Promise and never counts as a vote. The
+// persisted commit point lags one Ready, so every slot below it is durable on this replica.
+// An acceptor refuses a Prepare from below its in-memory log (it could not report those
+// slots); the candidate catches up first.
+//
+// Liveness: a leader heartbeats every HeartbeatTicks; a follower that hears no leader for a
+// random timeout in [ElectionTicks, 2*ElectionTicks) campaigns; a preempted proposer steps
+// down and waits a fresh random timeout, which ends duels. Unacknowledged Accepts and Prepares
+// are retransmitted after RetransmitTicks; a lost Accepted is recovered by the next
+// HeartbeatReply (a cumulative ack when its Ballot is set).
+//
+// # Snapshots (minimal)
+//
+// Compact(slot) records that the application snapshotted every slot < slot and drops memory
+// below it. A catch-up request below that point is answered with Count = snapshot slot; the
+// asking replica exposes it in SnapshotWanted. The driver transfers the snapshot (core holds no
+// snapshot bytes), then feeds core the final SnapshotChunk (Offset+len(Data) == Total); core
+// jumps its commit point and hands Ready.SnapshotSlot to the driver to install.
+//
+// # Exactly-once
+//
+// Sessions is the per-client table of last applied sequence numbers that the application keeps
+// in its replicated state (and snapshots): deterministic, bounded, evicting the client whose
+// last command is oldest.
+package core
