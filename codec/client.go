@@ -1,0 +1,112 @@
+package codec
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Body sizes of the client frames. These constants are part of the format.
+const (
+	responseBodySize = 8 + 8 + 1 + 8 + 4
+	statusKnownMax   = StatusShutdown
+)
+
+// AppendRequest appends m as one frame to dst.
+func AppendRequest(dst []byte, m *Request) []byte {
+	start := len(dst)
+	dst = appendHeader(dst, TypeRequest, 0)
+	dst = appendU64(dst, m.ClientID)
+	dst = appendU64(dst, m.Seq)
+	dst = appendBytes(dst, m.Payload)
+	return finishFrame(dst, start)
+}
+
+// DecodeRequest decodes one whole Request frame into m. m.Payload aliases frame (nil when
+// empty); it is bounded by lim.PayloadBytesMax (ErrLimit).
+func DecodeRequest(frame []byte, m *Request, lim *Limits) error {
+	lim = limitsOrDefault(lim)
+	body, _, err := checkFrame(frame, TypeRequest, lim)
+	if err != nil {
+		return err
+	}
+	r := reader{buf: body, msg: TypeRequest}
+	m.ClientID = r.u64("client_id")
+	m.Seq = r.u64("seq")
+	m.Payload = r.bytes("payload", lim.PayloadBytesMax, "PayloadBytesMax")
+	return r.end()
+}
+
+// AppendResponse appends m as one frame to dst.
+func AppendResponse(dst []byte, m *Response) []byte {
+	start := len(dst)
+	dst = appendHeader(dst, TypeResponse, 0)
+	dst = appendU64(dst, m.ClientID)
+	dst = appendU64(dst, m.Seq)
+	dst = append(dst, byte(m.Status))
+	dst = appendU64(dst, m.Slot)
+	dst = appendU32(dst, m.Index)
+	return finishFrame(dst, start)
+}
+
+// DecodeResponse decodes one whole Response frame into m. An unknown Status is ErrCorrupt.
+func DecodeResponse(frame []byte, m *Response, lim *Limits) error {
+	body, _, err := checkFrame(frame, TypeResponse, limitsOrDefault(lim))
+	if err != nil {
+		return err
+	}
+	// A Response is fixed-size and the hottest frame (one per command), so it skips reader.
+	if len(body) < responseBodySize {
+		return fmt.Errorf("codec: Response: body of %d bytes, want %d: %w", len(body), responseBodySize, ErrTruncated)
+	}
+	if len(body) > responseBodySize {
+		return fmt.Errorf("codec: Response: %d bytes of trailing garbage after the last field: %w", len(body)-responseBodySize, ErrCorrupt)
+	}
+	status := Status(body[16])
+	if status > statusKnownMax {
+		return fmt.Errorf("codec: Response: status: %d is unknown: %w", status, ErrCorrupt)
+	}
+	m.ClientID = binary.LittleEndian.Uint64(body[0:])
+	m.Seq = binary.LittleEndian.Uint64(body[8:])
+	m.Status = status
+	m.Slot = binary.LittleEndian.Uint64(body[17:])
+	m.Index = binary.LittleEndian.Uint32(body[25:])
+	return nil
+}
+
+// AppendRedirect appends m as one frame to dst.
+func AppendRedirect(dst []byte, m *Redirect) []byte {
+	start := len(dst)
+	dst = appendHeader(dst, TypeRedirect, 0)
+	dst = appendU64(dst, m.ClientID)
+	dst = appendU64(dst, m.Seq)
+	dst = appendU32(dst, m.LeaderID)
+	if uint64(len(m.LeaderAddr)) > 1<<32-1 {
+		panic("codec: Redirect.LeaderAddr does not fit the uint32 length field")
+	}
+	dst = appendU32(dst, uint32(len(m.LeaderAddr)))
+	dst = append(dst, m.LeaderAddr...)
+	return finishFrame(dst, start)
+}
+
+// DecodeRedirect decodes one whole Redirect frame into m. LeaderAddr is bounded by
+// lim.PayloadBytesMax. Decoding allocates the LeaderAddr string only when it differs from the
+// one already in m, so a connection that keeps a Redirect around decodes repeats for free.
+func DecodeRedirect(frame []byte, m *Redirect, lim *Limits) error {
+	lim = limitsOrDefault(lim)
+	body, _, err := checkFrame(frame, TypeRedirect, lim)
+	if err != nil {
+		return err
+	}
+	r := reader{buf: body, msg: TypeRedirect}
+	m.ClientID = r.u64("client_id")
+	m.Seq = r.u64("seq")
+	m.LeaderID = r.u32("leader_id")
+	addr := r.bytes("leader_addr", lim.PayloadBytesMax, "PayloadBytesMax")
+	if err := r.end(); err != nil {
+		return err
+	}
+	if string(addr) != m.LeaderAddr {
+		m.LeaderAddr = string(addr)
+	}
+	return nil
+}
