@@ -7,7 +7,7 @@ import (
 
 // Body sizes of the client frames. These constants are part of the format.
 const (
-	responseBodySize = 8 + 8 + 1 + 8 + 4
+	responseBodySize = 8 + 8 + 1 + 8 + 4 + 8
 	statusKnownMax   = StatusShutdown
 )
 
@@ -45,6 +45,7 @@ func AppendResponse(dst []byte, m *Response) []byte {
 	dst = append(dst, byte(m.Status))
 	dst = appendU64(dst, m.Slot)
 	dst = appendU32(dst, m.Index)
+	dst = appendU64(dst, m.Offset)
 	return finishFrame(dst, start)
 }
 
@@ -70,6 +71,7 @@ func DecodeResponse(frame []byte, m *Response, lim *Limits) error {
 	m.Status = status
 	m.Slot = binary.LittleEndian.Uint64(body[17:])
 	m.Index = binary.LittleEndian.Uint32(body[25:])
+	m.Offset = binary.LittleEndian.Uint64(body[29:])
 	return nil
 }
 

@@ -40,7 +40,7 @@ func ExamplePeekFrame() {
 	// Output:
 	// seq 1 chosen at (100, 0)
 	// seq 2 chosen at (100, 1)
-	// waiting for more bytes (32 buffered)
+	// waiting for more bytes (40 buffered)
 }
 
 // Building a slot value from commands and walking it back.

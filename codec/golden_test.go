@@ -23,8 +23,8 @@ func TestGoldenFrames(t *testing.T) {
 		got  []byte
 		want string
 	}{
-		{"Response", AppendResponse(nil, &Response{ClientID: 42, Seq: 7, Status: StatusOK, Slot: 1000, Index: 3}),
-			"1d000000 01 0b 00 00  2a00000000000000 0700000000000000 00 e803000000000000 03000000"},
+		{"Response", AppendResponse(nil, &Response{ClientID: 42, Seq: 7, Status: StatusOK, Slot: 1000, Index: 3, Offset: 5000}),
+			"25000000 01 0b 00 00  2a00000000000000 0700000000000000 00 e803000000000000 03000000 8813000000000000"},
 		{"Request", AppendRequest(nil, &Request{ClientID: 42, Seq: 7, Payload: []byte("hi")}),
 			"16000000 01 0a 00 00  2a00000000000000 0700000000000000 02000000 6869"},
 		{"Batch", batch,

@@ -128,13 +128,16 @@ const (
 
 // Response answers one Request. Slot is the log position the command was chosen at when
 // Status is StatusOK; Index is the command's position within that slot's batch, so (Slot,
-// Index) is a dense, total order of commands.
+// Index) is a total order of commands. Offset is the command's dense position in the log of
+// applied commands: the number of commands applied before it (no-ops and duplicate retries
+// take no offset), so offsets run 0, 1, 2, ... with no gaps on every replica.
 type Response struct {
 	ClientID uint64
 	Seq      uint64
 	Status   Status
 	Slot     uint64
 	Index    uint32
+	Offset   uint64
 }
 
 // Redirect tells a client which replica leads. LeaderAddr may be empty when unknown.

@@ -59,7 +59,7 @@ func TestRoundTripClientFrames(t *testing.T) {
 		}
 
 		resp := Response{ClientID: randUint64(r), Seq: randUint64(r), Status: Status(r.IntN(int(StatusShutdown) + 1)),
-			Slot: randUint64(r), Index: randUint32(r)}
+			Slot: randUint64(r), Index: randUint32(r), Offset: randUint64(r)}
 		if err := DecodeResponse(AppendResponse(nil, &resp), &gotResp, nil); err != nil || gotResp != resp {
 			t.Fatalf("iteration %d: Response: err %v\nwant %+v\ngot  %+v", i, err, resp, gotResp)
 		}
