@@ -1,0 +1,175 @@
+package netio
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/mpaxos/mpaxos/codec"
+)
+
+// Errors returned by netio. Each is a sentinel: compare with errors.Is.
+var (
+	// ErrInvalidConfig wraps every configuration error; the message names the field.
+	ErrInvalidConfig = errors.New("netio: invalid config")
+	// ErrListen: Start could not bind Config.ListenAddr (typically: the port is in use).
+	ErrListen = errors.New("netio: cannot listen")
+	// ErrStarted: Start was called twice.
+	ErrStarted = errors.New("netio: already started")
+	// ErrNotStarted: Stop was called before a successful Start.
+	ErrNotStarted = errors.New("netio: not started")
+	// ErrHandshake wraps every reason a handshake was refused (wrong secret, cluster id,
+	// protocol version, role, unknown replica); the message says which.
+	ErrHandshake = errors.New("netio: handshake refused")
+	// ErrProtocol wraps every reason an established connection was closed for what it sent.
+	ErrProtocol = errors.New("netio: protocol violation")
+)
+
+// Config configures one replica's network endpoint. Every buffer and count is bounded by a
+// field here; DefaultConfig gives sane values and Validate names the first bad field.
+type Config struct {
+	// ListenAddr is host:port for the one listener that takes both clients and peers.
+	// Port 0 picks a free port (see Server.Addr). Default 127.0.0.1:0.
+	ListenAddr string
+	// ReplicaID is this replica's id: non-zero, and not a key of Peers.
+	ReplicaID uint32
+	// ClusterID must match on both ends of every connection (guards against cross-talk
+	// between clusters on one host).
+	ClusterID uint64
+	// Secret is the shared cluster secret peers prove with HMAC-SHA256. Never sent, never
+	// logged. At least 16 bytes.
+	Secret []byte
+	// Peers maps every other replica's id to its ListenAddr. This replica dials each of them
+	// and sends everything addressed to that peer on that one connection.
+	Peers map[uint32]string
+
+	// ConnectionsMax bounds simultaneously open inbound connections (clients + peers +
+	// connections still in the handshake). Accepts beyond it are closed at once.
+	ConnectionsMax int
+	// PendingRequestsMax bounds the requests one client connection has handed to the Handler
+	// but not yet answered (Respond/Redirect). At the bound netio stops reading that
+	// connection, so a client's pipelining depth cannot grow server memory.
+	PendingRequestsMax int
+	// OutboundBytesMax bounds the encoded bytes queued for one connection: for a peer link,
+	// Send drops (and counts) messages beyond it; for a client connection, a client that lets
+	// its responses pile up beyond it is disconnected.
+	OutboundBytesMax int
+	// InboundBytesMax bounds what a paused client connection (Handler took fewer requests than
+	// offered) may buffer inside gnet before it is closed. gnet cannot stop reading a socket,
+	// so a client that ignores backpressure is cut off here instead of growing memory.
+	InboundBytesMax int
+
+	// ReconnectBackoffMin/Max bound the capped exponential backoff (with full jitter) between
+	// attempts to (re)connect to a peer.
+	ReconnectBackoffMin time.Duration
+	ReconnectBackoffMax time.Duration
+	// HandshakeTimeout bounds how long any connection may take to complete the handshake: an
+	// inbound connection that has not sent a valid Hello by then is closed, and an outbound
+	// dial plus handshake is abandoned.
+	HandshakeTimeout time.Duration
+
+	// EventLoops is the number of gnet event loops (0 = one per CPU).
+	EventLoops int
+	// Features this replica offers (codec.Feature*). A feature is used on a link only if both
+	// ends offer it.
+	Features uint32
+	// Limits bound every frame decoded on any connection.
+	Limits codec.Limits
+	// Logger receives connection-level events (refusals, protocol errors, reconnects).
+	// Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultListenAddr          = "127.0.0.1:0"
+	DefaultConnectionsMax      = 4096
+	DefaultPendingRequestsMax  = 16384
+	DefaultOutboundBytesMax    = 64 << 20
+	DefaultInboundBytesMax     = 16 << 20
+	DefaultReconnectBackoffMin = 20 * time.Millisecond
+	DefaultReconnectBackoffMax = 2 * time.Second
+	DefaultHandshakeTimeout    = 5 * time.Second
+	secretBytesMin             = 16
+)
+
+// DefaultConfig returns a Config with every limit at its default. The caller still sets
+// ReplicaID, ClusterID, Secret and Peers.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddr:          DefaultListenAddr,
+		ConnectionsMax:      DefaultConnectionsMax,
+		PendingRequestsMax:  DefaultPendingRequestsMax,
+		OutboundBytesMax:    DefaultOutboundBytesMax,
+		InboundBytesMax:     DefaultInboundBytesMax,
+		ReconnectBackoffMin: DefaultReconnectBackoffMin,
+		ReconnectBackoffMax: DefaultReconnectBackoffMax,
+		HandshakeTimeout:    DefaultHandshakeTimeout,
+		Features:            codec.FeatureS2,
+		Limits:              codec.DefaultLimits(),
+	}
+}
+
+func invalid(field string, format string, args ...any) error {
+	return fmt.Errorf("netio: Config.%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidConfig)
+}
+
+// Validate reports the first field that is out of range, wrapped in ErrInvalidConfig.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		return invalid("ListenAddr", "%q is not host:port: %v", c.ListenAddr, err)
+	}
+	if c.ReplicaID == 0 {
+		return invalid("ReplicaID", "must be non-zero")
+	}
+	if len(c.Secret) < secretBytesMin {
+		return invalid("Secret", "%d bytes, need at least %d", len(c.Secret), secretBytesMin)
+	}
+	for id, addr := range c.Peers {
+		if id == 0 {
+			return invalid("Peers", "replica id 0 is reserved")
+		}
+		if id == c.ReplicaID {
+			return invalid("Peers", "contains this replica's own id %d", id)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return invalid("Peers", "address of replica %d %q is not host:port: %v", id, addr, err)
+		}
+	}
+	positive := []struct {
+		name  string
+		value int
+	}{
+		{"ConnectionsMax", c.ConnectionsMax},
+		{"PendingRequestsMax", c.PendingRequestsMax},
+		{"OutboundBytesMax", c.OutboundBytesMax},
+		{"InboundBytesMax", c.InboundBytesMax},
+	}
+	for _, f := range positive {
+		if f.value <= 0 {
+			return invalid(f.name, "%d: must be positive", f.value)
+		}
+	}
+	if c.EventLoops < 0 {
+		return invalid("EventLoops", "%d: must be >= 0", c.EventLoops)
+	}
+	if c.ReconnectBackoffMin <= 0 {
+		return invalid("ReconnectBackoffMin", "%v: must be positive", c.ReconnectBackoffMin)
+	}
+	if c.ReconnectBackoffMax < c.ReconnectBackoffMin {
+		return invalid("ReconnectBackoffMax", "%v: below ReconnectBackoffMin %v",
+			c.ReconnectBackoffMax, c.ReconnectBackoffMin)
+	}
+	if c.HandshakeTimeout <= 0 {
+		return invalid("HandshakeTimeout", "%v: must be positive", c.HandshakeTimeout)
+	}
+	if c.Features&^codec.FeatureS2 != 0 {
+		return invalid("Features", "%#x has unknown bits", c.Features)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("netio: Config.Limits: %w: %w", err, ErrInvalidConfig)
+	}
+	return nil
+}
