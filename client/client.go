@@ -1,0 +1,733 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mpaxos/mpaxos/codec"
+)
+
+// Errors returned by the Client. Each is a sentinel; compare with errors.Is.
+var (
+	// ErrTimeout: the request's deadline passed before an answer. Ambiguous: the command may
+	// or may not have been applied.
+	ErrTimeout = errors.New("client: request timed out")
+	// ErrClosed: the Client is closed. Commands outstanding at Close may or may not have been
+	// applied.
+	ErrClosed = errors.New("client: closed")
+	// ErrRedirectsExhausted: more than Config.RedirectsMax redirects to a new leader for one
+	// request. Ambiguous like ErrTimeout.
+	ErrRedirectsExhausted = errors.New("client: too many redirects")
+	// ErrRejected: the cluster refused the command as it is; it was not applied. The error is
+	// a *RejectedError carrying the Status.
+	ErrRejected = errors.New("client: request rejected")
+	// ErrInvalidConfig wraps every configuration error; the message names the field.
+	ErrInvalidConfig = errors.New("client: invalid config")
+	// ErrHandshake: a replica refused or broke the connection handshake (wrong cluster id,
+	// not an mpaxos replica, protocol version).
+	ErrHandshake = errors.New("client: handshake failed")
+	// ErrTooLarge: the payload exceeds Config.Limits.PayloadBytesMax; nothing was sent.
+	ErrTooLarge = errors.New("client: payload too large")
+)
+
+// RejectedError is the error of a command the cluster refused (StatusTooLarge,
+// StatusInvalid). errors.Is(err, ErrRejected) holds.
+type RejectedError struct{ Status codec.Status }
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("client: request rejected with status %d", e.Status)
+}
+
+// Unwrap makes errors.Is(err, ErrRejected) true.
+func (e *RejectedError) Unwrap() error { return ErrRejected }
+
+// Config configures a Client. DefaultConfig gives sane values; Dial validates.
+type Config struct {
+	// Endpoints: replica addresses (host:port) to connect to, tried in turn.
+	Endpoints []string
+	// ClusterID must match the cluster's, or the handshake fails.
+	ClusterID uint64
+	// ClientID identifies this client for exactly-once application; 0 picks a random one. Two
+	// live clients must never share one.
+	ClientID uint64
+	// InflightMax bounds the requests outstanding at once; AppendAsync blocks beyond it.
+	InflightMax int
+	// RequestTimeout bounds each request from submission to answer, retries included.
+	RequestTimeout time.Duration
+	// DialTimeout bounds one connection attempt, handshake included.
+	DialTimeout time.Duration
+	// RedirectsMax bounds, per request, the redirects that name a new leader.
+	RedirectsMax int
+	// RetryBackoff is the pause before resending a request the cluster could not take yet
+	// (unknown leader, overload, leadership change) and between reconnect attempts.
+	RetryBackoff time.Duration
+	// WriteBytesMax bounds one batched write of request frames.
+	WriteBytesMax int
+	// Limits bound the frames the client decodes and the payloads it sends.
+	Limits codec.Limits
+}
+
+// Defaults of Config.
+const (
+	DefaultInflightMax    = 1024
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultDialTimeout    = 2 * time.Second
+	DefaultRedirectsMax   = 8
+	DefaultRetryBackoff   = 20 * time.Millisecond
+	DefaultWriteBytesMax  = 1 << 20
+)
+
+// DefaultConfig returns a Config with every limit at its default; the caller sets
+// Endpoints and ClusterID.
+func DefaultConfig() Config {
+	return Config{
+		InflightMax:    DefaultInflightMax,
+		RequestTimeout: DefaultRequestTimeout,
+		DialTimeout:    DefaultDialTimeout,
+		RedirectsMax:   DefaultRedirectsMax,
+		RetryBackoff:   DefaultRetryBackoff,
+		WriteBytesMax:  DefaultWriteBytesMax,
+		Limits:         codec.DefaultLimits(),
+	}
+}
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("client: Config.%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidConfig)
+}
+
+// Validate reports the first field out of range, wrapped in ErrInvalidConfig.
+func (c *Config) Validate() error {
+	if len(c.Endpoints) == 0 {
+		return invalid("Endpoints", "empty: need at least one replica address")
+	}
+	for _, e := range c.Endpoints {
+		if _, _, err := net.SplitHostPort(e); err != nil {
+			return invalid("Endpoints", "%q is not host:port: %v", e, err)
+		}
+	}
+	switch {
+	case c.InflightMax <= 0:
+		return invalid("InflightMax", "%d: must be positive", c.InflightMax)
+	case c.RequestTimeout <= 0:
+		return invalid("RequestTimeout", "%v: must be positive", c.RequestTimeout)
+	case c.DialTimeout <= 0:
+		return invalid("DialTimeout", "%v: must be positive", c.DialTimeout)
+	case c.RedirectsMax < 0:
+		return invalid("RedirectsMax", "%d: must not be negative", c.RedirectsMax)
+	case c.RetryBackoff <= 0:
+		return invalid("RetryBackoff", "%v: must be positive", c.RetryBackoff)
+	case c.WriteBytesMax < 4096:
+		return invalid("WriteBytesMax", "%d: must be at least 4096", c.WriteBytesMax)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("client: Config.Limits: %w: %w", err, ErrInvalidConfig)
+	}
+	return nil
+}
+
+// Result is where a command was chosen: (Slot, Index) is its position in the total order.
+type Result struct {
+	Slot  uint64
+	Index uint32
+}
+
+// call is one outstanding command.
+type call struct {
+	seq       uint64
+	payload   []byte // owned copy
+	done      func(Result, error)
+	deadline  time.Time
+	redirects int
+	// lastRedirect is the leader address the last counted redirect named.
+	lastRedirect string
+	queued       bool      // in Client.sendq
+	retryAt      time.Time // non-zero: in Client.delayed until then
+}
+
+type completion struct {
+	call   *call
+	result Result
+	err    error
+}
+
+// Client is a connection to a cluster; see the package doc. Safe for concurrent use.
+type Client struct {
+	cfg      Config
+	clientID uint64
+	sem      chan struct{} // one token per outstanding call
+	wake     chan struct{} // the writer has work
+	stop     chan struct{}
+	wg       sync.WaitGroup
+
+	mu         sync.Mutex
+	closed     bool
+	nextSeq    uint64
+	calls      map[uint64]*call
+	sendq      []*call
+	delayed    []*call
+	conn       *conn  // nil while reconnecting
+	target     string // next address to dial; "" = rotate through Endpoints
+	endpoint   int
+	lastRotate time.Time
+}
+
+// conn is one established connection.
+type conn struct {
+	addr string
+	nc   net.Conn
+	br   *bufio.Reader
+	dead chan struct{}
+	once sync.Once
+}
+
+func (cn *conn) close() {
+	cn.once.Do(func() {
+		close(cn.dead)
+		_ = cn.nc.Close()
+	})
+}
+
+// Dial connects to the first reachable endpoint and returns a running Client.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:      cfg,
+		clientID: cfg.ClientID,
+		sem:      make(chan struct{}, cfg.InflightMax),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		nextSeq:  1, // seq 0 would read as already applied: sessions start at 0
+		calls:    make(map[uint64]*call, cfg.InflightMax),
+	}
+	for c.clientID == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		c.clientID = binary.LittleEndian.Uint64(b[:])
+	}
+	var errs []error
+	for i, addr := range cfg.Endpoints {
+		cn, err := c.connect(ctx, addr)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.endpoint = i
+		c.install(cn)
+		c.wg.Add(1)
+		go c.run(cn)
+		return c, nil
+	}
+	return nil, fmt.Errorf("client: no endpoint reachable: %w", errors.Join(errs...))
+}
+
+// ID is the client id every command carries.
+func (c *Client) ID() uint64 { return c.clientID }
+
+// connect dials addr and runs the handshake.
+func (c *Client) connect(ctx context.Context, addr string) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = nc.SetDeadline(deadline)
+	cn := &conn{addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 64<<10), dead: make(chan struct{})}
+	if err := c.handshake(cn); err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return cn, nil
+}
+
+func (c *Client) handshake(cn *conn) error {
+	var buf []byte
+	frame, err := readFrame(cn.br, &buf, &c.cfg.Limits)
+	if err != nil {
+		return fmt.Errorf("client: %s: reading Challenge: %w: %w", cn.addr, err, ErrHandshake)
+	}
+	var ch codec.Challenge
+	if err := codec.DecodeChallenge(frame, &ch, &c.cfg.Limits); err != nil {
+		return fmt.Errorf("client: %s: %w: %w", cn.addr, err, ErrHandshake)
+	}
+	if ch.ClusterID != c.cfg.ClusterID {
+		return fmt.Errorf("client: %s: cluster id %d, want %d: %w", cn.addr, ch.ClusterID, c.cfg.ClusterID, ErrHandshake)
+	}
+	hello := codec.Hello{Version: codec.Version, Role: codec.RoleClient, ClusterID: c.cfg.ClusterID, ClientID: c.clientID}
+	_, _ = rand.Read(hello.Nonce[:])
+	if _, err := cn.nc.Write(codec.AppendHello(nil, &hello)); err != nil {
+		return fmt.Errorf("client: %s: writing Hello: %w: %w", cn.addr, err, ErrHandshake)
+	}
+	frame, err = readFrame(cn.br, &buf, &c.cfg.Limits)
+	if err != nil {
+		return fmt.Errorf("client: %s: refused (reading Welcome: %w): %w", cn.addr, err, ErrHandshake)
+	}
+	var w codec.Welcome
+	if err := codec.DecodeWelcome(frame, &w, &c.cfg.Limits); err != nil {
+		return fmt.Errorf("client: %s: %w: %w", cn.addr, err, ErrHandshake)
+	}
+	return nil
+}
+
+// readFrame reads one whole frame into *buf (reused) and returns it.
+func readFrame(br *bufio.Reader, buf *[]byte, lim *codec.Limits) ([]byte, error) {
+	head, err := br.Peek(codec.FrameHeaderSize)
+	if err != nil {
+		return nil, err
+	}
+	_, frameLen, err := codec.PeekFrame(head, lim)
+	if err != nil && !errors.Is(err, codec.ErrIncomplete) {
+		return nil, err
+	}
+	if cap(*buf) < frameLen {
+		*buf = make([]byte, frameLen)
+	}
+	b := (*buf)[:frameLen]
+	if _, err := io.ReadFull(br, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// install makes cn the current connection and queues every outstanding call on it, in seq
+// order, so a new leader sees each client's commands in the order they were submitted.
+func (c *Client) install(cn *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn = cn
+	c.sendq = c.sendq[:0]
+	c.delayed = c.delayed[:0]
+	for _, cl := range c.calls {
+		cl.queued = true
+		cl.retryAt = time.Time{}
+		c.sendq = append(c.sendq, cl)
+	}
+	slices.SortFunc(c.sendq, func(a, b *call) int { return cmpUint64(a.seq, b.seq) })
+	c.signal()
+	c.wg.Add(1)
+	go c.read(cn)
+}
+
+func cmpUint64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (c *Client) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run owns the connection lifecycle and the writes: it flushes queued requests, retries
+// delayed ones, expires deadlines, and reconnects when the connection dies or a redirect
+// names another replica.
+func (c *Client) run(cn *conn) {
+	defer c.wg.Done()
+	tick := time.NewTicker(c.tickInterval())
+	defer tick.Stop()
+	var wbuf []byte
+	for {
+		if cn == nil {
+			next, err := c.reconnect()
+			if err != nil {
+				c.expire(time.Now())
+				select {
+				case <-c.stop:
+					return
+				case <-time.After(c.cfg.RetryBackoff):
+				}
+				continue
+			}
+			cn = next
+			c.install(cn)
+		}
+		select {
+		case <-c.stop:
+			cn.close()
+			return
+		case <-cn.dead:
+			c.mu.Lock()
+			if c.conn == cn {
+				c.conn = nil
+			}
+			c.mu.Unlock()
+			cn = nil
+		case <-c.wake:
+			wbuf = c.flush(cn, wbuf)
+		case now := <-tick.C:
+			c.expire(now)
+			c.promote(now)
+			wbuf = c.flush(cn, wbuf)
+		}
+	}
+}
+
+func (c *Client) tickInterval() time.Duration {
+	d := c.cfg.RetryBackoff / 2
+	if d > 10*time.Millisecond {
+		d = 10 * time.Millisecond
+	}
+	return max(d, time.Millisecond)
+}
+
+// reconnect dials the redirect target if there is one, else the next endpoint.
+func (c *Client) reconnect() (*conn, error) {
+	c.mu.Lock()
+	addr := c.target
+	c.target = ""
+	if addr == "" {
+		c.endpoint = (c.endpoint + 1) % len(c.cfg.Endpoints)
+		addr = c.cfg.Endpoints[c.endpoint]
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return c.connect(ctx, addr)
+}
+
+// flush writes every queued request on cn, many frames per write.
+func (c *Client) flush(cn *conn, wbuf []byte) []byte {
+	for {
+		wbuf = wbuf[:0]
+		c.mu.Lock()
+		n := 0
+		for _, cl := range c.sendq {
+			if len(wbuf) >= c.cfg.WriteBytesMax {
+				break
+			}
+			n++
+			cl.queued = false
+			if c.calls[cl.seq] != cl {
+				continue // answered or expired meanwhile
+			}
+			req := codec.Request{ClientID: c.clientID, Seq: cl.seq, Payload: cl.payload}
+			wbuf = codec.AppendRequest(wbuf, &req)
+		}
+		rest := copy(c.sendq, c.sendq[n:])
+		clear(c.sendq[rest:])
+		c.sendq = c.sendq[:rest]
+		c.mu.Unlock()
+		if len(wbuf) == 0 {
+			return wbuf
+		}
+		_ = cn.nc.SetWriteDeadline(time.Now().Add(c.cfg.RequestTimeout))
+		if _, err := cn.nc.Write(wbuf); err != nil {
+			cn.close()
+			return wbuf
+		}
+		if rest == 0 {
+			return wbuf
+		}
+	}
+}
+
+// expire fails every call whose deadline has passed.
+func (c *Client) expire(now time.Time) {
+	var done []completion
+	c.mu.Lock()
+	for seq, cl := range c.calls {
+		if now.After(cl.deadline) {
+			delete(c.calls, seq)
+			done = append(done, completion{call: cl, err: ErrTimeout})
+		}
+	}
+	c.mu.Unlock()
+	c.complete(done)
+}
+
+// promote queues the delayed calls whose retry time has come.
+func (c *Client) promote(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return // install requeues everything
+	}
+	kept := c.delayed[:0]
+	for _, cl := range c.delayed {
+		switch {
+		case c.calls[cl.seq] != cl:
+		case now.Before(cl.retryAt):
+			kept = append(kept, cl)
+		default:
+			cl.retryAt = time.Time{}
+			if !cl.queued {
+				cl.queued = true
+				c.sendq = append(c.sendq, cl)
+			}
+		}
+	}
+	clear(c.delayed[len(kept):])
+	c.delayed = kept
+}
+
+// complete runs the done callbacks of finished calls and frees their inflight tokens.
+func (c *Client) complete(done []completion) {
+	for _, d := range done {
+		<-c.sem
+		d.call.done(d.result, d.err)
+	}
+}
+
+// read dispatches the responses arriving on cn until it fails.
+func (c *Client) read(cn *conn) {
+	defer c.wg.Done()
+	defer cn.close()
+	var buf []byte
+	var resp codec.Response
+	var redirect codec.Redirect
+	var done []completion
+	for {
+		frame, err := readFrame(cn.br, &buf, &c.cfg.Limits)
+		if err != nil {
+			return
+		}
+		done = done[:0]
+		reconnect := false
+		c.mu.Lock()
+		for {
+			if c.conn != cn {
+				c.mu.Unlock()
+				return // replaced: answers on a stale connection are not ours to act on
+			}
+			typ := codec.MsgType(0)
+			if len(frame) >= codec.FrameHeaderSize {
+				typ, _, _ = codec.PeekFrame(frame, &c.cfg.Limits)
+			}
+			switch typ {
+			case codec.TypeResponse:
+				if err = codec.DecodeResponse(frame, &resp, &c.cfg.Limits); err == nil {
+					done = c.onResponse(&resp, done)
+				}
+			case codec.TypeRedirect:
+				if err = codec.DecodeRedirect(frame, &redirect, &c.cfg.Limits); err == nil {
+					var again bool
+					done, again = c.onRedirect(cn, &redirect, done)
+					reconnect = reconnect || again
+				}
+			default:
+				err = fmt.Errorf("client: %s: unexpected %s frame", cn.addr, typ)
+			}
+			if err != nil || !frameBuffered(cn.br, &c.cfg.Limits) {
+				break
+			}
+			if frame, err = readFrame(cn.br, &buf, &c.cfg.Limits); err != nil {
+				break
+			}
+		}
+		c.mu.Unlock()
+		c.complete(done)
+		if err != nil || reconnect {
+			return
+		}
+	}
+}
+
+// frameBuffered reports whether br already holds a whole frame, so reading it cannot block.
+func frameBuffered(br *bufio.Reader, lim *codec.Limits) bool {
+	n := br.Buffered()
+	if n < codec.FrameHeaderSize {
+		return false
+	}
+	head, _ := br.Peek(n)
+	_, _, err := codec.PeekFrame(head, lim)
+	return err == nil
+}
+
+// onResponse handles one Response; c.mu is held.
+func (c *Client) onResponse(r *codec.Response, done []completion) []completion {
+	cl := c.calls[r.Seq]
+	if cl == nil || r.ClientID != c.clientID {
+		return done // already answered, expired, or not ours
+	}
+	switch r.Status {
+	case codec.StatusOK:
+		delete(c.calls, r.Seq)
+		return append(done, completion{call: cl, result: Result{Slot: r.Slot, Index: r.Index}})
+	case codec.StatusTooLarge, codec.StatusInvalid:
+		delete(c.calls, r.Seq)
+		return append(done, completion{call: cl, err: &RejectedError{Status: r.Status}})
+	default: // NotLeader, Overloaded, Unavailable, Shutdown, or newer: retry with the same seq
+		c.delay(cl)
+		return done
+	}
+}
+
+func (c *Client) delay(cl *call) {
+	if cl.retryAt.IsZero() {
+		cl.retryAt = time.Now().Add(c.cfg.RetryBackoff)
+		c.delayed = append(c.delayed, cl)
+	}
+}
+
+// onRedirect handles one Redirect; c.mu is held. It reports whether the connection must be
+// replaced (the redirect names another replica, or none and it is time to try another).
+func (c *Client) onRedirect(cn *conn, r *codec.Redirect, done []completion) ([]completion, bool) {
+	cl := c.calls[r.Seq]
+	if cl == nil || r.ClientID != c.clientID {
+		return done, false
+	}
+	if r.LeaderAddr == "" || r.LeaderAddr == cn.addr {
+		// Leader unknown (an election is running) or the replica is confused: retry after a
+		// pause, and now and then try another replica in case this one is cut off.
+		c.delay(cl)
+		if now := time.Now(); now.Sub(c.lastRotate) > 10*c.cfg.RetryBackoff {
+			c.lastRotate = now
+			return done, true
+		}
+		return done, false
+	}
+	if c.target == r.LeaderAddr {
+		return done, true // already switching there; install resends cl
+	}
+	if cl.lastRedirect == r.LeaderAddr {
+		// Sent to the same leader again: it was unreachable or is gone, and the replicas
+		// have not elected another yet. Not a redirect loop: wait, as for an unknown leader.
+		c.delay(cl)
+		if now := time.Now(); now.Sub(c.lastRotate) > 10*c.cfg.RetryBackoff {
+			c.lastRotate = now
+			c.target = r.LeaderAddr
+			return done, true
+		}
+		return done, false
+	}
+	cl.lastRedirect = r.LeaderAddr
+	cl.redirects++
+	if cl.redirects > c.cfg.RedirectsMax {
+		delete(c.calls, r.Seq)
+		return append(done, completion{call: cl, err: fmt.Errorf("%w: last to %s", ErrRedirectsExhausted, r.LeaderAddr)}), false
+	}
+	c.target = r.LeaderAddr
+	return done, true
+}
+
+// AppendAsync submits payload and returns once it is queued; done receives the outcome on
+// the client's reader goroutine (or the caller of Close) and must not block. It blocks while
+// Config.InflightMax requests are outstanding. payload is copied.
+func (c *Client) AppendAsync(payload []byte, done func(Result, error)) error {
+	_, err := c.submit(context.Background(), payload, time.Now().Add(c.cfg.RequestTimeout), done)
+	return err
+}
+
+func (c *Client) submit(ctx context.Context, payload []byte, deadline time.Time, done func(Result, error)) (uint64, error) {
+	if len(payload) > c.cfg.Limits.PayloadBytesMax {
+		return 0, fmt.Errorf("%w: %d bytes, PayloadBytesMax %d", ErrTooLarge, len(payload), c.cfg.Limits.PayloadBytesMax)
+	}
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-c.stop:
+		return 0, ErrClosed
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		<-c.sem
+		return 0, ErrClosed
+	}
+	cl := &call{seq: c.nextSeq, payload: append([]byte(nil), payload...), done: done, deadline: deadline}
+	c.nextSeq++
+	c.calls[cl.seq] = cl
+	if c.conn != nil {
+		cl.queued = true
+		c.sendq = append(c.sendq, cl)
+	}
+	c.mu.Unlock()
+	c.signal()
+	return cl.seq, nil
+}
+
+type outcome struct {
+	result Result
+	err    error
+}
+
+// Append submits payload and waits for its outcome or ctx's end (see the package doc for
+// which errors are ambiguous).
+func (c *Client) Append(ctx context.Context, payload []byte) (Result, error) {
+	// The call expires at RequestTimeout; an earlier ctx deadline ends it below instead, so
+	// the error says which (ErrTimeout wrapping context.DeadlineExceeded).
+	deadline := time.Now().Add(c.cfg.RequestTimeout)
+	ch := make(chan outcome, 1)
+	seq, err := c.submit(ctx, payload, deadline, func(r Result, err error) { ch <- outcome{r, err} })
+	if err != nil {
+		return Result{}, err
+	}
+	select {
+	case o := <-ch:
+		return o.result, o.err
+	case <-ctx.Done():
+		err := ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", ErrTimeout, err)
+		}
+		c.abandon(seq, err)
+		o := <-ch
+		return o.result, o.err
+	}
+}
+
+// abandon completes seq with err unless it was answered meanwhile.
+func (c *Client) abandon(seq uint64, err error) {
+	c.mu.Lock()
+	cl := c.calls[seq]
+	if cl != nil {
+		delete(c.calls, seq)
+	}
+	c.mu.Unlock()
+	if cl != nil {
+		c.complete([]completion{{call: cl, err: err}})
+	}
+}
+
+// Close fails every outstanding request with ErrClosed, closes the connection and waits for
+// the client's goroutines.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.closed = true
+	done := make([]completion, 0, len(c.calls))
+	for seq, cl := range c.calls {
+		delete(c.calls, seq)
+		done = append(done, completion{call: cl, err: ErrClosed})
+	}
+	c.mu.Unlock()
+	close(c.stop)
+	c.wg.Wait()
+	c.complete(done)
+	return nil
+}

@@ -1,0 +1,29 @@
+// Package client is the Go client of an mpaxos cluster.
+//
+// A Client holds one TCP connection at a time, to any replica; it follows Redirects to the
+// leader (at most Config.RedirectsMax per request that name a new leader) and pipelines many
+// requests on that connection: up to Config.InflightMax requests are outstanding, written in
+// batches (many frames per write) by one writer goroutine, answered through one reader
+// goroutine per connection that dispatches responses by sequence number.
+//
+// # Exactly once
+//
+// Every command carries (client id, seq). The seq is fixed when the command is first
+// submitted and never changes: after a timeout of the connection, a lost connection, a
+// leader change (StatusUnavailable, StatusShutdown, StatusNotLeader, Redirect) or
+// StatusOverloaded the client resends it with the same pair, until it is answered or its
+// deadline (the context's, or Config.RequestTimeout) passes. The replicas remember each
+// client's last applied seq, so a resent command is applied at most once and its answer is
+// the position where it was first applied.
+//
+// # Outcomes
+//
+//   - nil error: the command was chosen at Result (Slot, Index), a dense total order.
+//   - ErrTimeout / context errors: AMBIGUOUS, the command may or may not have been applied;
+//     retrying it through a new Append gives it a new seq and may apply it twice.
+//   - ErrRejected (as *RejectedError): the cluster refused the command as it is
+//     (StatusTooLarge, StatusInvalid): it was not applied, do not retry it unchanged.
+//   - ErrRedirectsExhausted: replicas kept naming different leaders; the command may or may
+//     not have been applied.
+//   - ErrClosed: Close was called; outstanding commands may or may not have been applied.
+package client

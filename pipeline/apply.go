@@ -1,0 +1,142 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/mpaxos/mpaxos/codec"
+	"github.com/mpaxos/mpaxos/core"
+	"github.com/mpaxos/mpaxos/netio"
+)
+
+// FNV-1a 64 constants for the applied-log digest.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvUint64(h, v uint64) uint64 {
+	for i := 0; i < 8; i++ {
+		h ^= v & 0xff
+		h *= fnvPrime
+		v >>= 8
+	}
+	return h
+}
+
+func fnvBytes(h uint64, b []byte) uint64 {
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= fnvPrime
+	}
+	return h
+}
+
+// replies groups the responses of one apply round per connection, so each connection gets
+// one Respond (one coalesced write) per round. Its slices are reused across rounds.
+type replies struct {
+	index map[*netio.ClientConn]int
+	conns []*netio.ClientConn
+	resps [][]codec.Response
+	used  int
+}
+
+func (r *replies) add(c *netio.ClientConn, resp codec.Response) {
+	i, ok := r.index[c]
+	if !ok {
+		i = r.used
+		r.used++
+		if i == len(r.conns) {
+			r.conns = append(r.conns, nil)
+			r.resps = append(r.resps, nil)
+		}
+		r.conns[i], r.resps[i] = c, r.resps[i][:0]
+		r.index[c] = i
+	}
+	r.resps[i] = append(r.resps[i], resp)
+}
+
+func (r *replies) flush() {
+	for i := 0; i < r.used; i++ {
+		r.conns[i].Respond(r.resps[i])
+		r.conns[i] = nil
+	}
+	r.used = 0
+	clear(r.index)
+}
+
+// runApply is the apply goroutine: it walks chosen batches in slot order, applies each
+// command to the exactly-once table, and answers the client waiting for it (on this replica:
+// the one whose ingest took it) with its position, or, for a duplicate, the position of its
+// first application.
+func (n *Node) runApply() {
+	defer close(n.applyDone)
+	sessions := core.NewSessions(n.cfg.SessionsMax)
+	state := AppliedState{Digest: fnvOffset}
+	out := replies{index: make(map[*netio.ClientConn]int)}
+	lim := n.cfg.Network.Limits
+	var it codec.BatchIter
+	for job := range n.applyCh {
+		if job.failAll {
+			n.waitMu.Lock()
+			n.waiters.drain(func(key cmdKey, c *netio.ClientConn) {
+				out.add(c, codec.Response{ClientID: key.client, Seq: key.seq, Status: job.status})
+			})
+			n.waitMu.Unlock()
+			out.flush()
+			n.resumePaused()
+			continue
+		}
+		slots, commands, duplicates := 0, 0, 0
+		for _, e := range job.entries {
+			slots++
+			state.Slot = e.Slot + 1
+			state.Digest = fnvUint64(state.Digest, e.Slot)
+			if len(e.Value) == 0 {
+				continue // a no-op filling a gap
+			}
+			if err := it.Reset(e.Value, &lim); err != nil {
+				n.log.Error("pipeline: chosen value is not a batch; skipped", "slot", e.Slot, "err", err)
+				continue
+			}
+			n.waitMu.Lock()
+			waiting := n.waiters.len() > 0
+			for it.Next() {
+				cmd := it.Command()
+				index := uint32(it.Index())
+				dup, origSlot, origIndex := sessions.Apply(cmd.ClientID, cmd.Seq, e.Slot, index)
+				state.Digest = fnvUint64(fnvUint64(fnvUint64(state.Digest, uint64(index)), cmd.ClientID), cmd.Seq)
+				state.Digest = fnvBytes(state.Digest, cmd.Payload)
+				commands++
+				if dup {
+					duplicates++
+				}
+				if !waiting {
+					continue
+				}
+				c := n.waiters.take(cmdKey{cmd.ClientID, cmd.Seq})
+				if c == nil {
+					continue
+				}
+				resp := codec.Response{ClientID: cmd.ClientID, Seq: cmd.Seq, Status: codec.StatusOK, Slot: e.Slot, Index: index}
+				if dup {
+					resp.Slot, resp.Index = origSlot, origIndex
+				}
+				out.add(c, resp)
+			}
+			n.waitMu.Unlock()
+			if err := it.Err(); err != nil {
+				n.log.Error("pipeline: chosen batch is malformed", "slot", e.Slot, "err", err)
+			}
+		}
+		out.flush()
+		state.Commands += uint64(commands)
+		state.Duplicates += uint64(duplicates)
+		snapshot := state
+		n.applied.Store(&snapshot)
+		n.metrics.slotsChosen.Add(float64(slots))
+		n.metrics.commandsChosen.Add(float64(commands))
+		n.latency.applyToReply.record(time.Since(job.handed))
+		n.resumePaused()
+	}
+	// Closed by the step loop after its final failAll: nothing waits any more.
+}

@@ -1,0 +1,281 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/mpaxos/mpaxos/batching"
+	"github.com/mpaxos/mpaxos/core"
+	"github.com/mpaxos/mpaxos/netio"
+	"github.com/mpaxos/mpaxos/wal"
+)
+
+// ErrInvalidConfig wraps every configuration error; the message names the field.
+var ErrInvalidConfig = errors.New("pipeline: invalid config")
+
+// Config is one replica's runtime configuration. Start from DefaultConfig and set the identity
+// fields (ID, Peers, ClusterID, Secret, DataDir). Every queue has a bound here.
+type Config struct {
+	// ID is this replica's id: non-zero and a key of Peers.
+	ID uint32
+	// Peers maps every replica of the cluster, this one included, to the address it serves
+	// clients and peers on. Redirects name the leader's address from here.
+	Peers map[uint32]string
+	// ListenAddr is the address to bind; empty means Peers[ID].
+	ListenAddr string
+	// AdminAddr, if set, serves /debug/pprof/, /metrics, /debug/latency and /debug/applied.
+	AdminAddr string
+	// ClusterID must match on every connection; Secret (>= 16 bytes) authenticates peers.
+	ClusterID uint64
+	Secret    []byte
+	// DataDir holds the write-ahead log.
+	DataDir string
+	// NoSync turns fsync off: acknowledged commands can be lost on a machine crash. For
+	// benchmarks and tests only.
+	NoSync bool
+
+	// TickInterval is one unit of core's logical time.
+	TickInterval time.Duration
+	// ElectionTicks, HeartbeatTicks, RetransmitTicks: see core.Config.
+	ElectionTicks   int
+	HeartbeatTicks  int
+	RetransmitTicks int
+	// Window is the most slots in Phase 2 at once (core.Config.Window).
+	Window int
+	// InflightBytesMax bounds the bytes of proposed, not yet chosen values.
+	InflightBytesMax int
+	// RetainSlots: applied slots core keeps in memory for catch-up (core.Config.RetainSlots).
+	RetainSlots int
+	// CatchUpSlotsMax / CatchUpBytesMax bound one catch-up reply.
+	CatchUpSlotsMax int
+	CatchUpBytesMax int
+
+	// Batching bounds the batcher (batch size, linger, pending commands and bytes).
+	Batching batching.Config
+	// PeerQueueMax bounds peer messages waiting for the step loop; beyond it they are dropped
+	// (Paxos retransmits) and counted.
+	PeerQueueMax int
+	// ApplyQueueMax bounds the Ready results waiting for the apply stage; the step loop waits
+	// when it is full.
+	ApplyQueueMax int
+	// PendingRequestsMax bounds the requests taken from all clients and not yet answered;
+	// beyond it ingest stops reading client connections until answers free room.
+	PendingRequestsMax int
+	// SessionsMax bounds the exactly-once table (clients remembered).
+	SessionsMax int
+	// CacheBytesMax bounds the in-memory ring of recent chosen values that serves catch-up
+	// below core's retained slots.
+	CacheBytesMax int
+
+	// WALSegmentBytes / WALQueueBytesMax: see wal.Options.
+	WALSegmentBytes  int64
+	WALQueueBytesMax int
+
+	// Network holds netio's limits. Its identity fields (ListenAddr, ReplicaID, ClusterID,
+	// Secret, Peers, Logger) are filled in from the fields above.
+	Network netio.Config
+
+	// Logger receives the replica's events; nil means slog.Default().
+	Logger *slog.Logger
+	// Rand drives core's randomised timeouts; nil means a generator seeded at random.
+	Rand core.Rand
+}
+
+// Defaults of Config.
+const (
+	DefaultTickInterval       = 10 * time.Millisecond
+	DefaultElectionTicks      = 30
+	DefaultHeartbeatTicks     = 3
+	DefaultRetransmitTicks    = 20
+	DefaultWindow             = 16
+	DefaultInflightBytesMax   = 64 << 20
+	DefaultRetainSlots        = 1024
+	DefaultCatchUpSlotsMax    = 256
+	DefaultCatchUpBytesMax    = 4 << 20
+	DefaultPeerQueueMax       = 16384
+	DefaultApplyQueueMax      = 1024
+	DefaultPendingRequestsMax = 1 << 18
+	DefaultSessionsMax        = 1 << 16
+	DefaultCacheBytesMax      = 128 << 20
+)
+
+// DefaultConfig returns a Config with every limit at its default and fsync on.
+func DefaultConfig() Config {
+	w := wal.DefaultOptions("")
+	return Config{
+		TickInterval:       DefaultTickInterval,
+		ElectionTicks:      DefaultElectionTicks,
+		HeartbeatTicks:     DefaultHeartbeatTicks,
+		RetransmitTicks:    DefaultRetransmitTicks,
+		Window:             DefaultWindow,
+		InflightBytesMax:   DefaultInflightBytesMax,
+		RetainSlots:        DefaultRetainSlots,
+		CatchUpSlotsMax:    DefaultCatchUpSlotsMax,
+		CatchUpBytesMax:    DefaultCatchUpBytesMax,
+		Batching:           batching.DefaultConfig(),
+		PeerQueueMax:       DefaultPeerQueueMax,
+		ApplyQueueMax:      DefaultApplyQueueMax,
+		PendingRequestsMax: DefaultPendingRequestsMax,
+		SessionsMax:        DefaultSessionsMax,
+		CacheBytesMax:      DefaultCacheBytesMax,
+		WALSegmentBytes:    w.SegmentBytes,
+		WALQueueBytesMax:   w.QueueBytesMax,
+		Network:            defaultNetwork(),
+	}
+}
+
+// DefaultHandshakeTimeout is shorter than netio's default: a dial that lands in the backlog
+// of a peer that is shutting down waits this long before the link retries, which delays that
+// peer's rejoin after a restart by as much.
+const DefaultHandshakeTimeout = time.Second
+
+func defaultNetwork() netio.Config {
+	nc := netio.DefaultConfig()
+	nc.HandshakeTimeout = DefaultHandshakeTimeout
+	return nc
+}
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("pipeline: Config.%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidConfig)
+}
+
+// Validate reports the first field out of range, wrapped in ErrInvalidConfig. The nested
+// configurations (core, netio, wal, batching) are validated by Start when they are built.
+func (c *Config) Validate() error {
+	if c.ID == 0 {
+		return invalid("ID", "must be non-zero")
+	}
+	if _, ok := c.Peers[c.ID]; !ok {
+		return invalid("Peers", "does not contain this replica's id %d", c.ID)
+	}
+	for id, addr := range c.Peers {
+		if id == 0 {
+			return invalid("Peers", "replica id 0 is reserved")
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return invalid("Peers", "address of replica %d %q is not host:port", id, addr)
+		}
+	}
+	if c.ListenAddr != "" {
+		if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+			return invalid("ListenAddr", "%q is not host:port", c.ListenAddr)
+		}
+	}
+	if c.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			return invalid("AdminAddr", "%q is not host:port", c.AdminAddr)
+		}
+	}
+	if len(c.Secret) < 16 {
+		return invalid("Secret", "%d bytes, need at least 16", len(c.Secret))
+	}
+	if c.DataDir == "" {
+		return invalid("DataDir", "empty")
+	}
+	if c.TickInterval < time.Millisecond {
+		return invalid("TickInterval", "%v: must be at least 1ms", c.TickInterval)
+	}
+	positive := []struct {
+		name  string
+		value int
+	}{
+		{"HeartbeatTicks", c.HeartbeatTicks},
+		{"RetransmitTicks", c.RetransmitTicks},
+		{"Window", c.Window},
+		{"InflightBytesMax", c.InflightBytesMax},
+		{"CatchUpSlotsMax", c.CatchUpSlotsMax},
+		{"CatchUpBytesMax", c.CatchUpBytesMax},
+		{"PeerQueueMax", c.PeerQueueMax},
+		{"ApplyQueueMax", c.ApplyQueueMax},
+		{"PendingRequestsMax", c.PendingRequestsMax},
+		{"SessionsMax", c.SessionsMax},
+		{"CacheBytesMax", c.CacheBytesMax},
+		{"WALQueueBytesMax", c.WALQueueBytesMax},
+	}
+	for _, f := range positive {
+		if f.value <= 0 {
+			return invalid(f.name, "%d: must be positive", f.value)
+		}
+	}
+	if c.ElectionTicks <= c.HeartbeatTicks {
+		return invalid("ElectionTicks", "%d: must exceed HeartbeatTicks %d", c.ElectionTicks, c.HeartbeatTicks)
+	}
+	if c.RetainSlots < 0 {
+		return invalid("RetainSlots", "%d: must not be negative", c.RetainSlots)
+	}
+	if err := c.Batching.Validate(); err != nil {
+		return fmt.Errorf("pipeline: Config.Batching: %w: %w", err, ErrInvalidConfig)
+	}
+	lim := c.Network.Limits
+	if c.Batching.BatchBytesMax > lim.ValueBytesMax {
+		return invalid("Batching.BatchBytesMax", "%d exceeds Network.Limits.ValueBytesMax %d", c.Batching.BatchBytesMax, lim.ValueBytesMax)
+	}
+	if c.Batching.BatchCommandsMax > lim.BatchCommandsMax {
+		return invalid("Batching.BatchCommandsMax", "%d exceeds Network.Limits.BatchCommandsMax %d", c.Batching.BatchCommandsMax, lim.BatchCommandsMax)
+	}
+	if c.InflightBytesMax < lim.ValueBytesMax {
+		return invalid("InflightBytesMax", "%d is below Network.Limits.ValueBytesMax %d", c.InflightBytesMax, lim.ValueBytesMax)
+	}
+	if c.CatchUpBytesMax > lim.FrameBytesMax/2 {
+		return invalid("CatchUpBytesMax", "%d exceeds half of Network.Limits.FrameBytesMax %d", c.CatchUpBytesMax, lim.FrameBytesMax)
+	}
+	return nil
+}
+
+// listenAddr is the address to bind.
+func (c *Config) listenAddr() string {
+	if c.ListenAddr != "" {
+		return c.ListenAddr
+	}
+	return c.Peers[c.ID]
+}
+
+// coreConfig derives core's configuration.
+func (c *Config) coreConfig(r core.Rand) core.Config {
+	peers := make([]uint32, 0, len(c.Peers))
+	for id := range c.Peers {
+		peers = append(peers, id)
+	}
+	cc := core.DefaultConfig(c.ID, peers)
+	cc.ElectionTicks = c.ElectionTicks
+	cc.HeartbeatTicks = c.HeartbeatTicks
+	cc.RetransmitTicks = c.RetransmitTicks
+	cc.Window = c.Window
+	cc.ValueBytesMax = c.Network.Limits.ValueBytesMax
+	cc.InflightBytesMax = c.InflightBytesMax
+	cc.CatchUpSlotsMax = c.CatchUpSlotsMax
+	cc.CatchUpBytesMax = c.CatchUpBytesMax
+	cc.RetainSlots = c.RetainSlots
+	cc.Rand = r
+	return cc
+}
+
+// networkConfig derives netio's configuration.
+func (c *Config) networkConfig(logger *slog.Logger) netio.Config {
+	nc := c.Network
+	nc.ListenAddr = c.listenAddr()
+	nc.ReplicaID = c.ID
+	nc.ClusterID = c.ClusterID
+	nc.Secret = c.Secret
+	nc.Peers = make(map[uint32]string, len(c.Peers)-1)
+	for id, addr := range c.Peers {
+		if id != c.ID {
+			nc.Peers[id] = addr
+		}
+	}
+	nc.Logger = logger
+	return nc
+}
+
+// walOptions derives the WAL's options.
+func (c *Config) walOptions(logger *slog.Logger) wal.Options {
+	o := wal.DefaultOptions(c.DataDir)
+	o.SegmentBytes = c.WALSegmentBytes
+	o.QueueBytesMax = c.WALQueueBytesMax
+	o.NoSync = c.NoSync
+	o.Logger = logger
+	return o
+}

@@ -1,0 +1,45 @@
+// Package pipeline is the replica runtime: it wires core (the protocol), batching, the WAL
+// and netio into stages joined by bounded queues.
+//
+//	netio event loops ──HandleRequests──▶ batcher ─┐            (ingest: copies commands into
+//	        │                                      │             pooled batches; backpressure
+//	        └──HandlePeer (copy)──▶ peer queue ──▶ step loop      pauses the connection)
+//	                                               │  owns core.Replica: Step, Tick, Propose
+//	                                               │  while the Phase-2 window has room, Ready
+//	              netio.Send ◀── Messages ─────────┤
+//	              persist goroutine ◀── Entries, hard state (WAL AppendAsync: group commit)
+//	              netio.Send ◀── MessagesAfterPersist, once durable
+//	              apply goroutine ◀── Chosen (in slot order): exactly-once sessions, answers
+//	                                    each waiting client with (slot, index)
+//
+// # Rules the stages keep
+//
+//   - One goroutine (the step loop) owns core.Replica. Exactly one Ready is outstanding: the
+//     step loop keeps stepping peer messages and ticking while it is persisted, so the next
+//     Ready carries everything that arrived meanwhile (group commit by construction).
+//   - Messages leave before the persist (the leader's Accepts go out while its own WAL
+//     syncs); MessagesAfterPersist (Promises, Accepteds) only after it is durable.
+//   - A WAL record is one Entry: Key = slot, payload = ballot + value; the latest record for a
+//     slot supersedes earlier ones. The hard state (promise, commit point) is saved through
+//     wal.SaveHardState: at once when the promise changes, at most every 50 ms for a
+//     commit-point-only change (the commit point is re-learned after a restart).
+//   - A leader that proposes gets its requests answered by the apply stage when the batch is
+//     chosen. If it loses leadership, every request it holds is answered StatusUnavailable:
+//     ambiguous, the client retries with the same (client id, seq) and exactly-once makes
+//     that safe. Non-leaders answer requests with a Redirect naming the leader.
+//   - Every queue is bounded by a Config field: peer messages (dropped when full, Paxos
+//     retransmits), the batcher (pending commands and bytes), requests awaiting an answer,
+//     Ready results awaiting apply, the chosen-value ring (bytes).
+//
+// # Restart
+//
+// Start opens the WAL, replays it into core.Persisted (latest record per slot; the promise
+// from the hard state), starts core with Applied = 0 so every chosen slot is applied again
+// (rebuilding the exactly-once table), and catches up with the leader.
+//
+// # Catch-up storage
+//
+// core serves catch-up from the slots it retains; below them it asks Storage, which here is
+// a byte-bounded in-memory ring of recent chosen values (Config.CacheBytesMax). A replica
+// further behind than the ring cannot catch up until snapshots exist.
+package pipeline

@@ -1,0 +1,169 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"sync"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// latency is one stage's HdrHistogram of durations (microseconds, 1 µs to 100 s).
+type latency struct {
+	mu sync.Mutex
+	h  *hdrhistogram.Histogram
+}
+
+func newLatency() *latency { return &latency{h: hdrhistogram.New(1, 100_000_000, 3)} }
+
+func (l *latency) record(d time.Duration) {
+	us := d.Microseconds()
+	us = max(us, 1)
+	l.mu.Lock()
+	_ = l.h.RecordValue(min(us, 100_000_000))
+	l.mu.Unlock()
+}
+
+// LatencySummary is one stage's percentiles in microseconds.
+type LatencySummary struct {
+	Count int64   `json:"count"`
+	P50   int64   `json:"p50_us"`
+	P90   int64   `json:"p90_us"`
+	P99   int64   `json:"p99_us"`
+	P999  int64   `json:"p999_us"`
+	Max   int64   `json:"max_us"`
+	Mean  float64 `json:"mean_us"`
+}
+
+func (l *latency) summary() LatencySummary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return LatencySummary{
+		Count: l.h.TotalCount(),
+		P50:   l.h.ValueAtQuantile(50),
+		P90:   l.h.ValueAtQuantile(90),
+		P99:   l.h.ValueAtQuantile(99),
+		P999:  l.h.ValueAtQuantile(99.9),
+		Max:   l.h.Max(),
+		Mean:  l.h.Mean(),
+	}
+}
+
+// stageLatencies are the per-stage histograms of /debug/latency.
+type stageLatencies struct {
+	batchWait    *latency // first command of a batch added -> batch proposed
+	phase2       *latency // slot proposed -> chosen (leader only)
+	persist      *latency // Ready handed to the WAL -> durable (the fsync stage)
+	applyToReply *latency // chosen entries handed to apply -> responses queued
+}
+
+func newStageLatencies() stageLatencies {
+	return stageLatencies{batchWait: newLatency(), phase2: newLatency(), persist: newLatency(), applyToReply: newLatency()}
+}
+
+// LatencyReport is the JSON of /debug/latency.
+type LatencyReport struct {
+	BatchWait    LatencySummary `json:"batch_wait"`
+	Phase2       LatencySummary `json:"phase2_round_trip"`
+	Persist      LatencySummary `json:"fsync"`
+	ApplyToReply LatencySummary `json:"apply_to_reply"`
+}
+
+// Latencies returns the per-stage latency percentiles since Start.
+func (n *Node) Latencies() LatencyReport {
+	return LatencyReport{
+		BatchWait:    n.latency.batchWait.summary(),
+		Phase2:       n.latency.phase2.summary(),
+		Persist:      n.latency.persist.summary(),
+		ApplyToReply: n.latency.applyToReply.summary(),
+	}
+}
+
+// metrics are the Prometheus series of /metrics.
+type metrics struct {
+	registry       *prometheus.Registry
+	commandsChosen prometheus.Counter
+	slotsChosen    prometheus.Counter
+	batchCommands  prometheus.Histogram
+	batchBytes     prometheus.Histogram
+	leaderChanges  prometheus.Counter
+	peerDrops      prometheus.Counter
+	persistSeconds prometheus.Histogram
+}
+
+func newMetrics(n *Node) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		registry: reg,
+		commandsChosen: prometheus.NewCounter(prometheus.CounterOpts{Name: "mpaxos_commands_chosen_total",
+			Help: "Client commands in chosen slots applied by this replica."}),
+		slotsChosen: prometheus.NewCounter(prometheus.CounterOpts{Name: "mpaxos_slots_chosen_total",
+			Help: "Slots chosen and applied by this replica."}),
+		batchCommands: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mpaxos_batch_commands",
+			Help: "Commands per proposed batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
+		batchBytes: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mpaxos_batch_bytes",
+			Help: "Encoded bytes per proposed batch.", Buckets: prometheus.ExponentialBuckets(64, 4, 9)}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "mpaxos_leader_changes_total",
+			Help: "Changes of the leader this replica knows of."}),
+		peerDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "mpaxos_peer_messages_dropped_total",
+			Help: "Peer messages dropped because the step loop queue was full."}),
+		persistSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mpaxos_persist_seconds",
+			Help: "WAL append plus fsync latency of one Ready.", Buckets: prometheus.ExponentialBuckets(50e-6, 2, 14)}),
+	}
+	reg.MustRegister(m.commandsChosen, m.slotsChosen, m.batchCommands, m.batchBytes, m.leaderChanges,
+		m.peerDrops, m.persistSeconds)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mpaxos_window_occupancy",
+			Help: "Slots proposed and not yet chosen (leader)."}, func() float64 { return float64(n.inflight.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mpaxos_is_leader",
+			Help: "1 if this replica leads."}, func() float64 {
+			if n.isLeader.Load() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mpaxos_pending_requests",
+			Help: "Client requests taken and not yet answered."}, func() float64 { return float64(n.pendingRequests()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mpaxos_bytes_in_total",
+			Help: "Bytes read from all connections."}, func() float64 { return float64(n.net.Stats().BytesIn) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mpaxos_bytes_out_total",
+			Help: "Bytes written to all connections."}, func() float64 { return float64(n.net.Stats().BytesOut) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mpaxos_wal_fsyncs_total",
+			Help: "WAL fdatasync calls."}, func() float64 { return float64(n.wal.Stats().Fsyncs) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mpaxos_wal_fsync_p99_seconds",
+			Help: "WAL fdatasync latency, 99th percentile since start."}, func() float64 { return n.wal.Stats().FsyncLatencyP99.Seconds() }),
+	)
+	return m
+}
+
+// adminHandler serves the admin endpoints.
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/latency", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, n.Latencies())
+	})
+	mux.HandleFunc("/debug/applied", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, n.Applied())
+	})
+	mux.HandleFunc("/debug/status", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, n.Status())
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
