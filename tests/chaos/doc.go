@@ -1,0 +1,41 @@
+// Package chaos runs real `mpaxos serve` processes under faults and checks what clients saw.
+//
+// Each test starts a local cluster (tests/chaos/cluster) whose peer traffic passes through a
+// fault proxy per ordered pair of replicas (tests/chaos/faultproxy), drives it with pinned
+// clients (one endpoint) and roaming clients (every endpoint) appending unique values, injects
+// faults, heals, and then checks the end state:
+//
+//   - a final append succeeds;
+//   - every replica converges to the same applied log (/debug/applied slot and digest);
+//   - read offline after the replicas stop (tests/chaos/replicalog), every replica holds the
+//     same log, whose digest matches what the replica reported live;
+//   - every acknowledged append is in that log exactly once, at the position it was
+//     acknowledged with, and the history is linearizable for the append-only log model
+//     (tests/chaos/history, porcupine); failures save porcupine's HTML visualisation, the
+//     history and the replicas' output under tests/chaos/artifacts/;
+//   - no replica exited that the test did not kill.
+//
+// The default run (make test) has one real-process test, TestChaosSmoke: a healthy cluster
+// through the proxies, every end-of-run check, a few seconds once the binary is built. The
+// fault tests take 5-20 s each, so they run only with -chaos (or MPAXOS_CHAOS=1); without it
+// they skip, saying so. TestChaosLong runs rounds of random faults on fresh clusters for
+// -duration (make chaos-long DURATION=1h) and writes its summary to
+// tests/chaos/artifacts/chaos-long-*/summary.txt (go test shows a passing test's log only
+// with -v). Other flags: -seed N, -race-server (build the server with -race), -mpaxos-bin
+// PATH (use a prebuilt binary).
+//
+// Faults (faults_test.go): kill -9 of a follower, of the leader, of a majority, then restart;
+// SIGSTOP of the leader past the election timeout, then SIGCONT; through the proxies: the
+// leader isolated from its peers (refused or black-holed), a minority partition holding the
+// leader, asymmetric links (the leader cannot send, or cannot hear), loss (connections reset
+// at random) with delay, a 50 ms peer round trip; a torn WAL tail, which the replica must cut
+// and start; a corrupt WAL batch, which it must refuse naming the file, then wiped and
+// rejoined; hostile clients (random bytes, 4 GiB length fields before and after the
+// handshake, truncated frames, idle connections). With replicas in network namespaces
+// (tests/chaos/netns): a replica's link taken down, and tc netem delay/loss/reordering where
+// the kernel has netem. Every failure prints the seed
+// and the command that replays its fault schedule (timing on real processes differs between
+// runs; the schedule and the workload's choices do not):
+//
+//	go test ./tests/chaos -run '^TestChaosKillLeader$' -chaos -seed 12345 -v
+package chaos

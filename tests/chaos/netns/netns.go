@@ -1,0 +1,298 @@
+package netns
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Errors.
+var (
+	// ErrUnavailable: network namespaces cannot be created here; the message says why and
+	// what to install.
+	ErrUnavailable = errors.New("netns: network namespaces unavailable")
+	// ErrNetemUnsupported: the kernel has no netem queueing discipline (sch_netem).
+	ErrNetemUnsupported = errors.New("netns: tc netem unsupported by this kernel")
+	// ErrRoute: the root namespace does not route the test subnet through the bridge.
+	ErrRoute = errors.New("netns: unexpected route")
+)
+
+// commandTimeout bounds every ip/tc invocation.
+const commandTimeout = 10 * time.Second
+
+func run(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("netns: %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// Available reports whether namespaces, veth pairs and bridges can be made, by making a
+// throwaway namespace. The error names the missing piece.
+func Available() error {
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("%w: the `ip` command is missing (install the Debian package iproute2): %v", ErrUnavailable, err)
+	}
+	if _, err := exec.LookPath("tc"); err != nil {
+		return fmt.Errorf("%w: the `tc` command is missing (install the Debian package iproute2): %v", ErrUnavailable, err)
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%w: creating namespaces needs root (euid is %d)", ErrUnavailable, os.Geteuid())
+	}
+	name := "mpxprobe" + randomHex(3)
+	if _, err := run("ip", "netns", "add", name); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer run("ip", "netns", "del", name)
+	if _, err := run("ip", "link", "add", name+"a", "type", "veth", "peer", "name", name+"b"); err != nil {
+		return fmt.Errorf("%w: veth pairs: %v", ErrUnavailable, err)
+	}
+	run("ip", "link", "del", name+"a")
+	return nil
+}
+
+// NetemSupported probes for tc netem in a throwaway namespace.
+func NetemSupported() error {
+	name := "mpxprobe" + randomHex(3)
+	if _, err := run("ip", "netns", "add", name); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer run("ip", "netns", "del", name)
+	if _, err := run("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	if _, err := run("ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"); err != nil {
+		return fmt.Errorf("%w (the kernel needs CONFIG_NET_SCH_NETEM; delay and loss come from tests/chaos/faultproxy instead): %v", ErrNetemUnsupported, err)
+	}
+	return nil
+}
+
+func randomHex(bytes int) string {
+	b := make([]byte, bytes)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// Host is one namespace of a Topology.
+type Host struct {
+	Index     int    // 1-based
+	Namespace string // network namespace name
+	Addr      string // IPv4 address inside the namespace
+	VethHost  string // veth end in the root namespace, on the bridge
+	VethInner string // veth end inside the namespace
+}
+
+// Topology is a bridge in the root namespace and hosts hanging off it.
+type Topology struct {
+	Run        string // per-run prefix of every name
+	Bridge     string
+	Subnet     string // e.g. 198.18.42.0/24
+	Gateway    string // the bridge's address
+	Hosts      []Host
+	namespaces []string
+}
+
+// Create builds hosts namespaces. On error everything made so far is deleted.
+func Create(hosts int) (*Topology, error) {
+	if hosts < 1 || hosts > 200 {
+		return nil, fmt.Errorf("netns: %d hosts: want 1..200", hosts)
+	}
+	run := "mpx" + randomHex(3)[:5]
+	// The third octet is drawn per run; build refuses a subnet that is already routed.
+	b := make([]byte, 1)
+	rand.Read(b)
+	third := 1 + int(b[0])%253
+	t := &Topology{
+		Run:     run,
+		Bridge:  run + "br",
+		Subnet:  fmt.Sprintf("198.18.%d.0/24", third),
+		Gateway: fmt.Sprintf("198.18.%d.254", third),
+	}
+	if err := t.build(hosts, third); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Topology) build(hosts, third int) error {
+	if out, _ := run("ip", "-4", "route", "show", t.Subnet); strings.TrimSpace(out) != "" {
+		return fmt.Errorf("netns: subnet %s already routed here (%s): %w", t.Subnet, strings.TrimSpace(out), ErrRoute)
+	}
+	steps := [][]string{
+		{"ip", "link", "add", t.Bridge, "type", "bridge"},
+		{"ip", "addr", "add", t.Gateway + "/24", "dev", t.Bridge},
+		{"ip", "link", "set", t.Bridge, "up"},
+	}
+	for _, s := range steps {
+		if _, err := run(s...); err != nil {
+			return err
+		}
+	}
+	for i := 1; i <= hosts; i++ {
+		h := Host{
+			Index:     i,
+			Namespace: fmt.Sprintf("%s-%d", t.Run, i),
+			Addr:      fmt.Sprintf("198.18.%d.%d", third, i),
+			VethHost:  fmt.Sprintf("%sh%d", t.Run, i),
+			VethInner: fmt.Sprintf("%sn%d", t.Run, i),
+		}
+		if _, err := run("ip", "netns", "add", h.Namespace); err != nil {
+			return err
+		}
+		t.namespaces = append(t.namespaces, h.Namespace)
+		t.Hosts = append(t.Hosts, h)
+		in := []string{"ip", "netns", "exec", h.Namespace}
+		steps := [][]string{
+			{"ip", "link", "add", h.VethHost, "type", "veth", "peer", "name", h.VethInner},
+			{"ip", "link", "set", h.VethInner, "netns", h.Namespace},
+			{"ip", "link", "set", h.VethHost, "master", t.Bridge},
+			{"ip", "link", "set", h.VethHost, "up"},
+			append(in, "ip", "link", "set", "lo", "up"),
+			append(in, "ip", "addr", "add", h.Addr+"/24", "dev", h.VethInner),
+			append(in, "ip", "link", "set", h.VethInner, "up"),
+		}
+		for _, s := range steps {
+			if _, err := run(s...); err != nil {
+				return err
+			}
+		}
+	}
+	// The guard: our addresses must leave the root namespace through our bridge, nowhere else.
+	for _, h := range t.Hosts {
+		out, err := run("ip", "-4", "route", "get", h.Addr)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "dev "+t.Bridge) {
+			return fmt.Errorf("netns: %s routes via %q, not bridge %s: %w", h.Addr, strings.TrimSpace(out), t.Bridge, ErrRoute)
+		}
+	}
+	return nil
+}
+
+// Exec is the command prefix that runs a program inside host i's namespace.
+func (t *Topology) Exec(i int) []string {
+	return []string{"ip", "netns", "exec", t.host(i).Namespace}
+}
+
+func (t *Topology) host(i int) Host {
+	if i < 1 || i > len(t.Hosts) {
+		panic(fmt.Sprintf("netns: no host %d (have %d)", i, len(t.Hosts)))
+	}
+	return t.Hosts[i-1]
+}
+
+// Netem shapes what host i sends (its veth's egress).
+type Netem struct {
+	Delay          time.Duration
+	Jitter         time.Duration
+	LossPercent    float64 // 0..100
+	ReorderPercent float64 // 0..100: that share of packets skips the delay (needs Delay > 0)
+}
+
+func (n Netem) args() []string {
+	args := []string{"netem"}
+	if n.Delay > 0 {
+		args = append(args, "delay", fmt.Sprintf("%dus", n.Delay.Microseconds()))
+		if n.Jitter > 0 {
+			args = append(args, fmt.Sprintf("%dus", n.Jitter.Microseconds()))
+		}
+	}
+	if n.LossPercent > 0 {
+		args = append(args, "loss", fmt.Sprintf("%g%%", n.LossPercent))
+	}
+	if n.ReorderPercent > 0 {
+		args = append(args, "reorder", fmt.Sprintf("%g%%", n.ReorderPercent))
+	}
+	return args
+}
+
+// SetNetem replaces host i's egress shaping. ErrNetemUnsupported when the kernel lacks netem.
+func (t *Topology) SetNetem(i int, n Netem) error {
+	if n.LossPercent < 0 || n.LossPercent > 100 || n.ReorderPercent < 0 || n.ReorderPercent > 100 {
+		return fmt.Errorf("netns: netem %+v: percentages must be within 0..100", n)
+	}
+	if n.ReorderPercent > 0 && n.Delay == 0 {
+		return fmt.Errorf("netns: netem %+v: reordering needs a delay", n)
+	}
+	h := t.host(i)
+	args := append(t.Exec(i), "tc", "qdisc", "replace", "dev", h.VethInner, "root")
+	if _, err := run(append(args, n.args()...)...); err != nil {
+		if strings.Contains(err.Error(), "qdisc kind is unknown") {
+			return fmt.Errorf("%w: %v", ErrNetemUnsupported, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// ClearNetem removes host i's shaping.
+func (t *Topology) ClearNetem(i int) error {
+	h := t.host(i)
+	out, err := run(append(t.Exec(i), "tc", "qdisc", "del", "dev", h.VethInner, "root")...)
+	if err != nil && !strings.Contains(out, "No such file") && !strings.Contains(out, "Cannot delete qdisc with handle of zero") {
+		return err
+	}
+	return nil
+}
+
+// Disconnect takes host i's link down (a partition of that host from everyone); Reconnect
+// brings it back.
+func (t *Topology) Disconnect(i int) error {
+	_, err := run("ip", "link", "set", t.host(i).VethHost, "down")
+	return err
+}
+
+// Reconnect undoes Disconnect.
+func (t *Topology) Reconnect(i int) error {
+	_, err := run("ip", "link", "set", t.host(i).VethHost, "up")
+	return err
+}
+
+// Close deletes the namespaces (their veth pairs go with them) and the bridge. It reports
+// every failure but keeps going, so one stuck device does not leak the rest.
+func (t *Topology) Close() error {
+	var errs []error
+	for _, ns := range t.namespaces {
+		if _, err := run("ip", "netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.namespaces = nil
+	for _, h := range t.Hosts {
+		// Normally gone with its peer (asynchronously); delete it if the namespace move never
+		// happened.
+		if err := deleteLink(h.VethHost); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := deleteLink(t.Bridge); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// deleteLink deletes a device; one that is already gone is not an error.
+func deleteLink(name string) error {
+	out, err := run("ip", "link", "del", name)
+	if err != nil && strings.Contains(out, "Cannot find device") {
+		return nil
+	}
+	return err
+}
