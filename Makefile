@@ -9,7 +9,8 @@ GO        ?= go
 BIN       := bin
 GOFLAGS   ?=
 # Packages whose code runs goroutines concurrently: tested under the race detector.
-RACE_PKGS := ./wal/... ./netio/... ./batching/... ./pipeline/... ./client/... ./bench/... ./perf/... ./cmd/...
+RACE_PKGS := ./wal/... ./netio/... ./batching/... ./pipeline/... ./client/... ./bench/... ./perf/... ./cmd/... \
+             ./tests/...
 # Pure, single-goroutine packages: tested without -race (the simulator is CPU-bound).
 PURE_PKGS := ./codec/... ./core/...
 
@@ -18,7 +19,7 @@ SEEDS     ?= 20000
 DURATION  ?= 10m
 RUN_ARGS  ?= --clients 32 --inflight 32 --payload 16 --duration 10s --warmup 2s
 
-.PHONY: all build run test test-pure test-race lint fmt vet fuzz fuzz-long bench bench-e2e \
+.PHONY: all deps build run test test-pure test-race lint fmt vet fuzz fuzz-long bench bench-e2e \
         sim-long chaos-long profile clean
 
 all: build
@@ -34,7 +35,7 @@ run: build
 		$(RUN_ARGS) --report $(BIN)/report.html
 	@echo "HTML report: $(BIN)/report.html (open it in a browser, it works offline)"
 
-test: lint test-pure test-race
+test: deps lint test-pure test-race
 	@echo "make test: all green"
 
 test-pure:
@@ -76,8 +77,15 @@ sim-long:
 	$(GO) test -count=1 -timeout 0 ./core/sim -run 'TestSimLong' -seeds $(SEEDS)
 
 # Fault tests on real processes for as long as asked (DURATION=1h).
-chaos-long: build
-	$(GO) test -count=1 -timeout 0 ./tests/chaos -run 'TestChaosLong' -duration $(DURATION)
+chaos-long: deps build
+	$(GO) test -count=1 -timeout 0 -v ./tests/chaos -run 'TestChaosLong' -duration $(DURATION)
+
+# System tools the fault tests use: ip and tc (network namespaces) from iproute2. Installed
+# only where missing, so a machine that has them is not touched.
+deps:
+	@command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || \
+		{ echo "installing iproute2 (ip, tc) for the network-namespace tests"; \
+		  (apt-get update -qq && apt-get install -y -qq iproute2) >/dev/null; }
 
 # A spawned cluster under load with profiles of every replica in perf-out/.
 profile: build
