@@ -1,0 +1,437 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// sendErrorBackoff is how long a client pauses after AppendAsync itself failed, so a dead
+// target costs errors, not a spinning core.
+const sendErrorBackoff = 10 * time.Millisecond
+
+// drainPollInterval is how often the end-of-run drain checks for outstanding requests.
+const drainPollInterval = 2 * time.Millisecond
+
+// interruptedDrainTimeout caps the end-of-run drain when the run was interrupted.
+const interruptedDrainTimeout = time.Second
+
+// histogramDigits is the HdrHistogram precision: 3 significant digits (0.1% error).
+const histogramDigits = 3
+
+// request is one reusable in-flight slot of a client: its payload buffer is not touched
+// again until done has run, and done is allocated once, not per request.
+type request struct {
+	client   *clientState
+	payload  []byte
+	start    time.Time // intended send time
+	measured bool
+	done     func(err error)
+}
+
+// clientState is one client's target and bookkeeping. Everything behind mu is touched by
+// the completion callbacks (normally the target's one reader goroutine) and, once a
+// sample interval, by the sampler.
+type clientState struct {
+	index     int
+	target    Target
+	free      chan *request // holds every request not in flight; cap = Inflight
+	errorKind func(error) string
+	kindsMax  int
+	valueMax  int64 // microseconds
+	sequence  uint64
+	// sentMeasured counts requests sent with an intended start in the measured window; only
+	// the client's own goroutine touches it, read after that goroutine ended.
+	sentMeasured int64
+
+	mu             sync.Mutex
+	total          *hdrhistogram.Histogram // successes in the measured window
+	interval       *hdrhistogram.Histogram // successes since the last sample
+	errors         int64                   // failures in the measured window
+	intervalErrors int64                   // failures since the last sample
+	kinds          map[string]int64        // failures in the measured window, by kind
+	finished       bool                    // results taken: late callbacks are ignored
+}
+
+func newHistogram(valueMax int64) *hdrhistogram.Histogram {
+	return hdrhistogram.New(1, valueMax, histogramDigits)
+}
+
+func newClientState(index int, target Target, cfg *Config) *clientState {
+	valueMax := cfg.LatencyMax.Microseconds()
+	c := &clientState{
+		index:     index,
+		target:    target,
+		free:      make(chan *request, cfg.Inflight),
+		errorKind: cfg.ErrorKind,
+		kindsMax:  cfg.ErrorKindsMax,
+		valueMax:  valueMax,
+		total:     newHistogram(valueMax),
+		interval:  newHistogram(valueMax),
+		kinds:     make(map[string]int64),
+	}
+	rng := rand.New(rand.NewPCG(uint64(index), 0x6d7061786f73))
+	for range cfg.Inflight {
+		r := &request{client: c, payload: make([]byte, cfg.PayloadBytes)}
+		// Random bytes so a compressing transport gets no free lunch from zeros.
+		for i := range r.payload {
+			r.payload[i] = byte(rng.Uint32())
+		}
+		r.done = r.complete
+		c.free <- r
+	}
+	return c
+}
+
+// complete is every request's callback.
+func (r *request) complete(err error) {
+	latency := time.Since(r.start)
+	c := r.client
+	kind := ""
+	if err != nil {
+		kind = c.classify(err)
+	}
+	c.mu.Lock()
+	if !c.finished {
+		if err != nil {
+			c.recordErrorLocked(kind, r.measured)
+		} else {
+			value := min(latency.Microseconds(), c.valueMax)
+			_ = c.interval.RecordValue(value) // cannot fail: value is within range
+			if r.measured {
+				_ = c.total.RecordValue(value)
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.free <- r // never blocks: only Inflight requests exist
+}
+
+func (c *clientState) classify(err error) string {
+	if c.errorKind != nil {
+		if kind := c.errorKind(err); kind != "" {
+			return kind
+		}
+	}
+	return DefaultErrorKind(err)
+}
+
+func (c *clientState) recordErrorLocked(kind string, measured bool) {
+	c.intervalErrors++
+	if !measured {
+		return
+	}
+	c.errors++
+	if _, ok := c.kinds[kind]; !ok && len(c.kinds) >= c.kindsMax {
+		kind = KindOther
+	}
+	c.kinds[kind]++
+}
+
+// send stamps and sends r; on a synchronous failure it returns r to the free list.
+func (c *clientState) send(ctx context.Context, r *request, intended time.Time, measured bool) {
+	r.start = intended
+	r.measured = measured
+	if measured {
+		c.sentMeasured++
+	}
+	c.sequence++
+	stampPayload(r.payload, uint64(c.index), c.sequence)
+	err := c.target.AppendAsync(r.payload, r.done)
+	if err == nil {
+		return
+	}
+	kind := KindSend + ": " + c.classify(err)
+	c.mu.Lock()
+	if !c.finished {
+		c.recordErrorLocked(kind, measured)
+	}
+	c.mu.Unlock()
+	c.free <- r
+	sleepContext(ctx, sendErrorBackoff)
+}
+
+// stampPayload writes the client index and sequence into the payload's first bytes, as many
+// as fit, so concurrent requests carry different payloads.
+func stampPayload(payload []byte, client, sequence uint64) {
+	var stamp [16]byte
+	binary.LittleEndian.PutUint64(stamp[0:8], client)
+	binary.LittleEndian.PutUint64(stamp[8:16], sequence)
+	copy(payload, stamp[:])
+}
+
+func sleepContext(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (c *clientState) closedLoop(ctx context.Context, measureStart, end time.Time) {
+	// The end timer matters when every request is stuck: nothing frees a slot then.
+	ended := time.NewTimer(time.Until(end))
+	defer ended.Stop()
+	for {
+		var r *request
+		select {
+		case r = <-c.free:
+		case <-ended.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+		now := time.Now()
+		if !now.Before(end) {
+			c.free <- r
+			return
+		}
+		c.send(ctx, r, now, !now.Before(measureStart))
+	}
+}
+
+// openLoop sends on a fixed schedule: request k is due at base + k*interval whatever
+// happened to earlier ones. A late request keeps its due time as its start. Requests due
+// before end are still sent after end (their lateness is latency) until sendDeadline; those
+// never sent by then count as KindUnsent.
+func (c *clientState) openLoop(ctx context.Context, base time.Time, interval float64, measureStart, end, sendDeadline time.Time) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	deadline := time.NewTimer(time.Until(sendDeadline))
+	defer deadline.Stop()
+	due := func(k int) time.Time { return base.Add(time.Duration(float64(k) * interval)) }
+	for k := 0; ; k++ {
+		intended := due(k)
+		if !intended.Before(end) {
+			return
+		}
+		if wait := time.Until(intended); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+		var r *request
+		select {
+		case r = <-c.free:
+		case <-deadline.C:
+			c.countUnsent(k, due, measureStart, end)
+			return
+		case <-ctx.Done():
+			return
+		}
+		c.send(ctx, r, intended, !intended.Before(measureStart))
+	}
+}
+
+// countUnsent records every request from k on that was due in the measured window.
+func (c *clientState) countUnsent(k int, due func(int) time.Time, measureStart, end time.Time) {
+	var n int64
+	for ; due(k).Before(end); k++ {
+		if !due(k).Before(measureStart) {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.errors += n
+	c.intervalErrors += n
+	c.kinds[KindUnsent] += n
+}
+
+// outstanding reports how many requests are in flight right now.
+func (c *clientState) outstanding() int { return cap(c.free) - len(c.free) }
+
+// Run dials cfg.Clients targets, drives them for Warmup+Duration and returns the measured
+// result. It returns a result together with an error when the run was interrupted (ctx) or
+// nothing succeeded (ErrNothingSucceeded), so partial figures can still be shown.
+func Run(ctx context.Context, cfg Config, dial Dialer) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if dial == nil {
+		return nil, fmt.Errorf("%w: no Dialer", ErrConfig)
+	}
+	targets, err := dialAll(ctx, cfg, dial)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(targets)
+	clients := make([]*clientState, len(targets))
+	for i, t := range targets {
+		clients[i] = newClientState(i, t, &cfg)
+	}
+	return drive(ctx, &cfg, clients)
+}
+
+func dialAll(ctx context.Context, cfg Config, dial Dialer) ([]Target, error) {
+	targets := make([]Target, cfg.Clients)
+	errs := make([]error, cfg.Clients)
+	limit := make(chan struct{}, cfg.DialConcurrencyMax)
+	var wg sync.WaitGroup
+	for i := range targets {
+		wg.Go(func() {
+			limit <- struct{}{}
+			defer func() { <-limit }()
+			targets[i], errs[i] = dial(ctx, i)
+			if errs[i] == nil && targets[i] == nil {
+				errs[i] = errors.New("dialer returned no target")
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			closeAll(targets)
+			return nil, fmt.Errorf("bench: dial client %d of %d: %w", i, cfg.Clients, err)
+		}
+	}
+	return targets, nil
+}
+
+func closeAll(targets []Target) {
+	for _, t := range targets {
+		if t != nil {
+			_ = t.Close()
+		}
+	}
+}
+
+// drive runs the load on already-dialed clients.
+func drive(ctx context.Context, cfg *Config, clients []*clientState) (*Result, error) {
+	start := time.Now()
+	measureStart := start.Add(cfg.Warmup)
+	end := measureStart.Add(cfg.Duration)
+
+	if cfg.OnMeasureStart != nil {
+		hook := time.AfterFunc(cfg.Warmup, func() { cfg.OnMeasureStart(cfg.Duration) })
+		defer hook.Stop()
+	}
+	s := newSampler(cfg, clients, start, measureStart)
+	samplerDone := make(chan struct{})
+	samplerStop := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		s.loop(samplerStop)
+	}()
+
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		if cfg.Rate == 0 {
+			wg.Go(func() { c.closedLoop(ctx, measureStart, end) })
+			continue
+		}
+		interval := float64(time.Second) * float64(len(clients)) / cfg.Rate
+		base := start.Add(time.Duration(interval * float64(c.index) / float64(len(clients))))
+		wg.Go(func() { c.openLoop(ctx, base, interval, measureStart, end, end.Add(cfg.DrainTimeout)) })
+	}
+	wg.Wait()
+	stopped := time.Now()
+	drainTimeout := cfg.DrainTimeout
+	if ctx.Err() != nil {
+		// Interrupted: the user wants out, not every last answer.
+		drainTimeout = min(drainTimeout, interruptedDrainTimeout)
+	}
+	drain(clients, drainTimeout)
+
+	res := &Result{
+		Clients:      len(clients),
+		Inflight:     cfg.Inflight,
+		PayloadBytes: cfg.PayloadBytes,
+		Rate:         cfg.Rate,
+		Duration:     cfg.Duration,
+		Histogram:    newHistogram(cfg.LatencyMax.Microseconds()),
+		ErrorsByKind: make(map[string]int64),
+	}
+	if ctx.Err() != nil {
+		cut := stopped
+		if end.Before(cut) {
+			cut = end
+		}
+		res.Duration = max(0, cut.Sub(measureStart))
+	}
+	for _, c := range clients {
+		c.mu.Lock()
+		c.finished = true
+		if n := c.outstanding(); n > 0 {
+			c.errors += int64(n)
+			c.kinds[KindUnfinished] += int64(n)
+		}
+		res.Histogram.Merge(c.total)
+		res.Errors += c.errors
+		for kind, n := range c.kinds {
+			res.ErrorsByKind[kind] += n
+		}
+		c.mu.Unlock()
+	}
+	close(samplerStop)
+	<-samplerDone
+	res.Timeline = s.timeline
+	res.Ops = res.Histogram.TotalCount()
+
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("bench: run interrupted after %v: %w", stopped.Sub(start).Round(time.Millisecond), err)
+	}
+	if res.Ops == 0 {
+		var sent int64
+		for _, c := range clients {
+			sent += c.sentMeasured
+		}
+		if sent == 0 && res.Errors == 0 {
+			return res, fmt.Errorf("%w: nothing was sent in the measured window: every in-flight slot "+
+				"was held by a warm-up request that had not completed (is the cluster up and led? try a longer warm-up)",
+				ErrNothingSucceeded)
+		}
+		return res, fmt.Errorf("%w: %d requests failed (%s)", ErrNothingSucceeded, res.Errors, res.ErrorSummary())
+	}
+	return res, nil
+}
+
+// drain waits until no request is outstanding or the timeout passes.
+func drain(clients []*clientState, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for _, c := range clients {
+		for c.outstanding() > 0 && time.Now().Before(deadline) {
+			time.Sleep(drainPollInterval)
+		}
+	}
+}
+
+// ErrorSummary lists the error kinds, most frequent first: "timeout: 12, refused: 3";
+// "none" when there were none.
+func (r *Result) ErrorSummary() string {
+	if len(r.ErrorsByKind) == 0 {
+		return "none"
+	}
+	kinds := make([]string, 0, len(r.ErrorsByKind))
+	for kind := range r.ErrorsByKind {
+		kinds = append(kinds, kind)
+	}
+	sort.Slice(kinds, func(i, j int) bool {
+		a, b := r.ErrorsByKind[kinds[i]], r.ErrorsByKind[kinds[j]]
+		if a != b {
+			return a > b
+		}
+		return kinds[i] < kinds[j]
+	})
+	parts := make([]string, len(kinds))
+	for i, kind := range kinds {
+		parts[i] = fmt.Sprintf("%s: %d", kind, r.ErrorsByKind[kind])
+	}
+	return strings.Join(parts, ", ")
+}
