@@ -17,16 +17,19 @@ var (
 	// ErrTooLarge: one command does not fit an empty batch of Config.BatchBytesMax; it never
 	// will, so the caller must refuse it rather than retry.
 	ErrTooLarge = errors.New("batching: command larger than a batch")
+	// ErrInvalid: the command's seq floor is above its seq (see codec.Request.SeqFloor); it
+	// was not taken and never will be.
+	ErrInvalid = errors.New("batching: seq floor above seq")
 	// ErrInvalidConfig wraps every configuration error; the message names the field.
 	ErrInvalidConfig = errors.New("batching: invalid config")
 )
 
 // Encoding overheads assumed when checking sizes before appending, so a batch never exceeds
 // BatchBytesMax. They are upper bounds of codec's batch format (a fixed 8-byte client id and
-// two uvarints, seq and payload length, of at most 10 bytes each; the batch header), so the
-// check is conservative by a few bytes per command.
+// three uvarints, seq, seq - seq floor and payload length, of at most 10 bytes each; the batch
+// header), so the check is conservative by a few bytes per command.
 const (
-	CommandOverheadBytes = 8 + 10 + 10
+	CommandOverheadBytes = 8 + 10 + 10 + 10
 	BatchOverheadBytes   = codec.BatchHeaderSize
 )
 
@@ -163,24 +166,25 @@ func New(cfg Config) (*Batcher, error) {
 // Config returns the Batcher's configuration.
 func (b *Batcher) Config() Config { return b.cfg }
 
-// Add appends one command. It returns ErrFull when the pending limits are reached and
-// ErrTooLarge when the payload can never fit a batch; in both cases nothing was taken.
-func (b *Batcher) Add(clientID, seq uint64, payload []byte) error {
+// Add appends one command; seqFloor is its codec.Request.SeqFloor. It returns ErrFull when
+// the pending limits are reached, ErrTooLarge when the payload can never fit a batch and
+// ErrInvalid when seqFloor > seq; in every case nothing was taken.
+func (b *Batcher) Add(clientID, seq, seqFloor uint64, payload []byte) error {
 	b.mu.Lock()
-	err := b.addLocked(clientID, seq, payload)
+	err := b.addLocked(clientID, seq, seqFloor, payload)
 	b.mu.Unlock()
 	return err
 }
 
 // AddRequests appends reqs in order under one lock and returns how many it took. It stops at
-// the first request it cannot take and returns that request's error (ErrFull or
-// ErrTooLarge); taken < len(reqs) only then.
+// the first request it cannot take and returns that request's error (ErrFull, ErrTooLarge or
+// ErrInvalid); taken < len(reqs) only then.
 func (b *Batcher) AddRequests(reqs []codec.Request) (taken int, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i := range reqs {
 		r := &reqs[i]
-		if err := b.addLocked(r.ClientID, r.Seq, r.Payload); err != nil {
+		if err := b.addLocked(r.ClientID, r.Seq, r.SeqFloor, r.Payload); err != nil {
 			return i, err
 		}
 	}
@@ -192,10 +196,13 @@ func (b *Batcher) Fits(n int) bool {
 	return n+CommandOverheadBytes+BatchOverheadBytes <= b.cfg.BatchBytesMax
 }
 
-func (b *Batcher) addLocked(clientID, seq uint64, payload []byte) error {
+func (b *Batcher) addLocked(clientID, seq, seqFloor uint64, payload []byte) error {
 	size := len(payload) + CommandOverheadBytes
 	if !b.Fits(len(payload)) {
 		return ErrTooLarge
+	}
+	if seqFloor > seq {
+		return ErrInvalid
 	}
 	if b.pendingCommands+1 > b.cfg.PendingCommandsMax || b.pendingBytes+size > b.cfg.PendingBytesMax {
 		b.stats.Full++
@@ -209,7 +216,7 @@ func (b *Batcher) addLocked(clientID, seq uint64, payload []byte) error {
 		b.open = b.getLocked()
 		b.open.opened = b.now()
 	}
-	b.open.builder.Add(clientID, seq, payload)
+	b.open.builder.Add(clientID, seq, seqFloor, payload)
 	b.pendingCommands++
 	b.pendingBytes += size
 	b.open.counted += size

@@ -77,7 +77,7 @@ func TestNextHandsOutWhatIsOpenInOrder(t *testing.T) {
 		t.Fatal("Next on an empty batcher returned a batch")
 	}
 	for i := uint64(1); i <= 3; i++ {
-		if err := b.Add(7, i, []byte(fmt.Sprintf("cmd-%d", i))); err != nil {
+		if err := b.Add(7, i, i, []byte(fmt.Sprintf("cmd-%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,7 +101,7 @@ func TestNextHandsOutWhatIsOpenInOrder(t *testing.T) {
 func TestBatchClosesAtCommandsMax(t *testing.T) {
 	b := newBatcher(t, func(c *Config) { c.BatchCommandsMax = 4 })
 	for i := uint64(0); i < 10; i++ {
-		if err := b.Add(1, i, []byte("x")); err != nil {
+		if err := b.Add(1, i, i, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,7 +130,7 @@ func TestBatchNeverExceedsBytesMax(t *testing.T) {
 	b := newBatcher(t, func(c *Config) { c.BatchBytesMax = bytesMax })
 	payload := bytes.Repeat([]byte("p"), 100)
 	for i := uint64(0); i < 50; i++ {
-		if err := b.Add(1, i, payload); err != nil {
+		if err := b.Add(1, i, i, payload); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -148,6 +148,26 @@ func TestBatchNeverExceedsBytesMax(t *testing.T) {
 	if total != 50 {
 		t.Fatalf("%d commands came out, want 50", total)
 	}
+}
+
+func TestSeqFloorTravelsInTheBatchAndIsValidated(t *testing.T) {
+	b := newBatcher(t, nil)
+	if err := b.Add(7, 10, 4, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	reqs := []codec.Request{{ClientID: 8, Seq: 3, SeqFloor: 3, Payload: []byte("b")}, {ClientID: 8, Seq: 4, SeqFloor: 5}}
+	if taken, err := b.AddRequests(reqs); taken != 1 || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("AddRequests with a floor above seq: took %d (%v), want 1 and ErrInvalid", taken, err)
+	}
+	if err := b.Add(9, 1, 2, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Add with a floor above seq: %v, want ErrInvalid", err)
+	}
+	bt := b.Next()
+	cmds := decode(t, bt.Bytes())
+	if len(cmds) != 2 || cmds[0].SeqFloor != 4 || cmds[0].Seq != 10 || cmds[1].SeqFloor != 3 || cmds[1].ClientID != 8 {
+		t.Fatalf("batch holds %+v, want client 7 seq 10 floor 4 and client 8 seq 3 floor 3", cmds)
+	}
+	b.Release(bt)
 }
 
 func TestAddReportsBackpressureAtPendingLimit(t *testing.T) {
@@ -187,18 +207,18 @@ func TestPendingBytesLimit(t *testing.T) {
 	})
 	payload := make([]byte, 200-CommandOverheadBytes)
 	for i := 0; i < 5; i++ {
-		if err := b.Add(1, uint64(i), payload); err != nil {
+		if err := b.Add(1, uint64(i), uint64(i), payload); err != nil {
 			t.Fatalf("add %d: %v", i, err)
 		}
 	}
-	if err := b.Add(1, 5, payload); !errors.Is(err, ErrFull) {
+	if err := b.Add(1, 5, 5, payload); !errors.Is(err, ErrFull) {
 		t.Fatalf("add over PendingBytesMax: %v, want ErrFull", err)
 	}
 }
 
 func TestCommandLargerThanABatchIsRefused(t *testing.T) {
 	b := newBatcher(t, func(c *Config) { c.BatchBytesMax = 256 })
-	if err := b.Add(1, 1, make([]byte, 256)); !errors.Is(err, ErrTooLarge) {
+	if err := b.Add(1, 1, 1, make([]byte, 256)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("got %v, want ErrTooLarge", err)
 	}
 	if !b.Empty() {
@@ -210,7 +230,7 @@ func TestLingerClosesTheOpenBatchUnderAFullWindow(t *testing.T) {
 	b := newBatcher(t, func(c *Config) { c.Linger = time.Millisecond })
 	start := time.Unix(1000, 0)
 	b.now = func() time.Time { return start }
-	_ = b.Add(1, 1, []byte("a"))
+	_ = b.Add(1, 1, 1, []byte("a"))
 	if b.CloseExpired(start.Add(500 * time.Microsecond)) {
 		t.Fatal("closed before the linger expired")
 	}
@@ -218,7 +238,7 @@ func TestLingerClosesTheOpenBatchUnderAFullWindow(t *testing.T) {
 		t.Fatal("did not close once the linger expired")
 	}
 	// Later commands start a new batch: the window frees two slots and gets two batches.
-	_ = b.Add(1, 2, []byte("b"))
+	_ = b.Add(1, 2, 2, []byte("b"))
 	first, second := b.Next(), b.Next()
 	if first == nil || second == nil || first.Count() != 1 || second.Count() != 1 {
 		t.Fatalf("got %v and %v, want two batches of one", first, second)
@@ -235,7 +255,7 @@ func TestReleasedBatchesAreReusedAndPoolIsBounded(t *testing.T) {
 	b := newBatcher(t, func(c *Config) { c.BatchesPooledMax = 2; c.BatchCommandsMax = 1 })
 	var out []*Batch
 	for i := 0; i < 5; i++ {
-		_ = b.Add(1, uint64(i), []byte("z"))
+		_ = b.Add(1, uint64(i), uint64(i), []byte("z"))
 		out = append(out, b.Next())
 	}
 	for _, bt := range out {
@@ -244,7 +264,7 @@ func TestReleasedBatchesAreReusedAndPoolIsBounded(t *testing.T) {
 	if len(b.free) != 2 {
 		t.Fatalf("free list holds %d, want BatchesPooledMax 2", len(b.free))
 	}
-	_ = b.Add(1, 9, []byte("z"))
+	_ = b.Add(1, 9, 9, []byte("z"))
 	bt := b.Next()
 	if bt != out[1] {
 		t.Fatal("a released batch was not reused")
@@ -268,7 +288,7 @@ func TestConcurrentAddAndNextKeepEveryCommandOnceInOrder(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for seq := uint64(0); seq < perProducer; {
-				err := b.Add(uint64(p), seq, []byte{byte(seq)})
+				err := b.Add(uint64(p), seq, seq, []byte{byte(seq)})
 				if errors.Is(err, ErrFull) {
 					time.Sleep(10 * time.Microsecond)
 					continue
@@ -313,12 +333,12 @@ func TestAddAllocatesNothingPerCommand(t *testing.T) {
 	b := newBatcher(t, nil)
 	payload := make([]byte, 16)
 	// Warm the pool.
-	_ = b.Add(1, 0, payload)
+	_ = b.Add(1, 0, 0, payload)
 	b.Release(b.Next())
 	var seq uint64
 	allocs := testing.AllocsPerRun(1000, func() {
 		seq++
-		if err := b.Add(1, seq, payload); err != nil {
+		if err := b.Add(1, seq, seq, payload); err != nil {
 			t.Fatal(err)
 		}
 		if seq%1000 == 0 {
@@ -339,7 +359,7 @@ func BenchmarkAdd(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := bt.Add(1, uint64(i), payload); err != nil {
+				if err := bt.Add(1, uint64(i), uint64(i), payload); err != nil {
 					b.Fatal(err)
 				}
 				if i%1024 == 1023 {

@@ -40,7 +40,7 @@ var (
 )
 
 // RejectedError is the error of a command the cluster refused (StatusTooLarge,
-// StatusInvalid). errors.Is(err, ErrRejected) holds.
+// StatusInvalid, StatusAbandoned). errors.Is(err, ErrRejected) holds.
 type RejectedError struct{ Status codec.Status }
 
 func (e *RejectedError) Error() string {
@@ -59,7 +59,10 @@ type Config struct {
 	// ClientID identifies this client for exactly-once application; 0 picks a random one. Two
 	// live clients must never share one.
 	ClientID uint64
-	// InflightMax bounds the requests outstanding at once; AppendAsync blocks beyond it.
+	// InflightMax bounds the requests outstanding at once, and how far the newest seq may run
+	// ahead of the oldest one still outstanding (the replicas refuse a seq SessionSeqsMax or
+	// more above the client's seq floor); AppendAsync blocks beyond it. At most
+	// InflightMaxLimit.
 	InflightMax int
 	// RequestTimeout bounds each request from submission to answer, retries included.
 	RequestTimeout time.Duration
@@ -75,6 +78,11 @@ type Config struct {
 	// Limits bound the frames the client decodes and the payloads it sends.
 	Limits codec.Limits
 }
+
+// InflightMaxLimit is the largest Config.InflightMax: the replicas' default per-client bound
+// on seqs above the floor (pipeline.Config.SessionSeqsMax, core.DefaultSessionSeqsMax). A
+// cluster configured with a lower SessionSeqsMax needs InflightMax at most that.
+const InflightMaxLimit = 4096
 
 // Defaults of Config.
 const (
@@ -117,6 +125,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.InflightMax <= 0:
 		return invalid("InflightMax", "%d: must be positive", c.InflightMax)
+	case c.InflightMax > InflightMaxLimit:
+		return invalid("InflightMax", "%d: must be at most %d (the replicas' SessionSeqsMax)", c.InflightMax, InflightMaxLimit)
 	case c.RequestTimeout <= 0:
 		return invalid("RequestTimeout", "%v: must be positive", c.RequestTimeout)
 	case c.DialTimeout <= 0:
@@ -134,10 +144,13 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Result is where a command was chosen: (Slot, Index) is its position in the total order.
+// Result is where a command was chosen: (Slot, Index) is its position in the total order;
+// Offset is its dense position among applied commands (0, 1, 2, ... without gaps; see
+// codec.Response). A resent command gets the position of its one application.
 type Result struct {
-	Slot  uint64
-	Index uint32
+	Slot   uint64
+	Index  uint32
+	Offset uint64
 }
 
 // call is one outstanding command.
@@ -164,6 +177,7 @@ type Client struct {
 	cfg      Config
 	clientID uint64
 	sem      chan struct{} // one token per outstanding call
+	spanFree chan struct{} // the seq floor rose: a submitter waiting for seq room may go on
 	wake     chan struct{} // the writer has work
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -171,6 +185,7 @@ type Client struct {
 	mu         sync.Mutex
 	closed     bool
 	nextSeq    uint64
+	seqFloor   uint64 // the lowest outstanding seq, nextSeq if none: every Request's SeqFloor
 	calls      map[uint64]*call
 	sendq      []*call
 	delayed    []*call
@@ -205,9 +220,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:      cfg,
 		clientID: cfg.ClientID,
 		sem:      make(chan struct{}, cfg.InflightMax),
+		spanFree: make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
-		nextSeq:  1, // seq 0 would read as already applied: sessions start at 0
+		nextSeq:  1,
+		seqFloor: 1,
 		calls:    make(map[uint64]*call, cfg.InflightMax),
 	}
 	for c.clientID == 0 {
@@ -431,7 +448,7 @@ func (c *Client) flush(cn *conn, wbuf []byte) []byte {
 			if c.calls[cl.seq] != cl {
 				continue // answered or expired meanwhile
 			}
-			req := codec.Request{ClientID: c.clientID, Seq: cl.seq, Payload: cl.payload}
+			req := codec.Request{ClientID: c.clientID, Seq: cl.seq, SeqFloor: c.seqFloor, Payload: cl.payload}
 			wbuf = codec.AppendRequest(wbuf, &req)
 		}
 		rest := copy(c.sendq, c.sendq[n:])
@@ -458,7 +475,7 @@ func (c *Client) expire(now time.Time) {
 	c.mu.Lock()
 	for seq, cl := range c.calls {
 		if now.After(cl.deadline) {
-			delete(c.calls, seq)
+			c.forget(seq)
 			done = append(done, completion{call: cl, err: ErrTimeout})
 		}
 	}
@@ -572,10 +589,10 @@ func (c *Client) onResponse(r *codec.Response, done []completion) []completion {
 	}
 	switch r.Status {
 	case codec.StatusOK:
-		delete(c.calls, r.Seq)
-		return append(done, completion{call: cl, result: Result{Slot: r.Slot, Index: r.Index}})
-	case codec.StatusTooLarge, codec.StatusInvalid:
-		delete(c.calls, r.Seq)
+		c.forget(r.Seq)
+		return append(done, completion{call: cl, result: Result{Slot: r.Slot, Index: r.Index, Offset: r.Offset}})
+	case codec.StatusTooLarge, codec.StatusInvalid, codec.StatusAbandoned:
+		c.forget(r.Seq)
 		return append(done, completion{call: cl, err: &RejectedError{Status: r.Status}})
 	default: // NotLeader, Overloaded, Unavailable, Shutdown, or newer: retry with the same seq
 		c.delay(cl)
@@ -624,7 +641,7 @@ func (c *Client) onRedirect(cn *conn, r *codec.Redirect, done []completion) ([]c
 	cl.lastRedirect = r.LeaderAddr
 	cl.redirects++
 	if cl.redirects > c.cfg.RedirectsMax {
-		delete(c.calls, r.Seq)
+		c.forget(r.Seq)
 		return append(done, completion{call: cl, err: fmt.Errorf("%w: last to %s", ErrRedirectsExhausted, r.LeaderAddr)}), false
 	}
 	c.target = r.LeaderAddr
@@ -650,15 +667,17 @@ func (c *Client) submit(ctx context.Context, payload []byte, deadline time.Time,
 	case <-c.stop:
 		return 0, ErrClosed
 	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if err := c.waitSeqRoom(ctx); err != nil {
 		<-c.sem
-		return 0, ErrClosed
+		return 0, err
 	}
+	// c.mu is held.
 	cl := &call{seq: c.nextSeq, payload: append([]byte(nil), payload...), done: done, deadline: deadline}
 	c.nextSeq++
 	c.calls[cl.seq] = cl
+	if c.nextSeq-c.seqFloor < uint64(c.cfg.InflightMax) {
+		c.signalSpan() // room for another waiting submitter too
+	}
 	if c.conn != nil {
 		cl.queued = true
 		c.sendq = append(c.sendq, cl)
@@ -666,6 +685,53 @@ func (c *Client) submit(ctx context.Context, payload []byte, deadline time.Time,
 	c.mu.Unlock()
 	c.signal()
 	return cl.seq, nil
+}
+
+// waitSeqRoom returns with c.mu held once the next seq is less than InflightMax above the
+// seq floor, so no Request ever carries seq - SeqFloor >= InflightMax (the replicas refuse
+// those). It waits while an old request (lost, being retried) holds the floor down; that
+// request ends by its answer or its deadline.
+func (c *Client) waitSeqRoom(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return ErrClosed
+		}
+		if c.nextSeq-c.seqFloor < uint64(c.cfg.InflightMax) {
+			return nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.spanFree:
+		case <-ctx.Done():
+			c.signalSpan() // pass on a wake-up this caller may have taken
+			return ctx.Err()
+		case <-c.stop:
+			return ErrClosed
+		}
+	}
+}
+
+func (c *Client) signalSpan() {
+	select {
+	case c.spanFree <- struct{}{}:
+	default:
+	}
+}
+
+// forget removes seq from the outstanding calls: it is never sent again. When it held the
+// seq floor, the floor rises to the next outstanding seq (each seq is passed once: O(1)
+// amortised). c.mu is held.
+func (c *Client) forget(seq uint64) {
+	delete(c.calls, seq)
+	if seq != c.seqFloor {
+		return
+	}
+	for c.seqFloor < c.nextSeq && c.calls[c.seqFloor] == nil {
+		c.seqFloor++
+	}
+	c.signalSpan()
 }
 
 type outcome struct {
@@ -703,7 +769,7 @@ func (c *Client) abandon(seq uint64, err error) {
 	c.mu.Lock()
 	cl := c.calls[seq]
 	if cl != nil {
-		delete(c.calls, seq)
+		c.forget(seq)
 	}
 	c.mu.Unlock()
 	if cl != nil {
@@ -722,7 +788,7 @@ func (c *Client) Close() error {
 	c.closed = true
 	done := make([]completion, 0, len(c.calls))
 	for seq, cl := range c.calls {
-		delete(c.calls, seq)
+		c.forget(seq)
 		done = append(done, completion{call: cl, err: ErrClosed})
 	}
 	c.mu.Unlock()

@@ -299,6 +299,7 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 		{"Endpoints", func(c *Config) { c.Endpoints = nil }},
 		{"Endpoints", func(c *Config) { c.Endpoints = []string{"nocolon"} }},
 		{"InflightMax", func(c *Config) { c.InflightMax = 0 }},
+		{"InflightMax", func(c *Config) { c.InflightMax = InflightMaxLimit + 1 }},
 		{"RequestTimeout", func(c *Config) { c.RequestTimeout = 0 }},
 		{"DialTimeout", func(c *Config) { c.DialTimeout = -1 }},
 		{"RedirectsMax", func(c *Config) { c.RedirectsMax = -1 }},

@@ -9,12 +9,14 @@ import (
 // Batch format constants. A batch is stored in the WAL and replayed on restart, so these
 // constants are part of the format: a new layout needs a new batchFormat byte.
 const (
-	// batchFormat is the first byte of every non-empty batch.
-	batchFormat = 1
+	// batchFormat is the first byte of every non-empty batch. Format 2 added each command's
+	// seq floor (format 1 never shipped in a release and is not read).
+	batchFormat = 2
 	// BatchHeaderSize is the size of a non-empty batch's header: format byte, uint32 LE count.
 	BatchHeaderSize = 1 + 4
-	// commandBytesMin is the smallest encoded command: client id, one-byte seq, one-byte length.
-	commandBytesMin = 8 + 1 + 1
+	// commandBytesMin is the smallest encoded command: client id, one-byte seq, one-byte
+	// seq - seq floor, one-byte length.
+	commandBytesMin = 8 + 1 + 1 + 1
 )
 
 // batchMsg names batches in errors the way a MsgType names frames.
@@ -32,14 +34,18 @@ func AppendBatch(dst []byte, cmds []Command) []byte {
 	dst = append(dst, batchFormat)
 	dst = appendU32(dst, uint32(len(cmds)))
 	for i := range cmds {
-		dst = appendCommand(dst, cmds[i].ClientID, cmds[i].Seq, cmds[i].Payload)
+		dst = appendCommand(dst, cmds[i].ClientID, cmds[i].Seq, cmds[i].SeqFloor, cmds[i].Payload)
 	}
 	return dst
 }
 
-func appendCommand(dst []byte, clientID, seq uint64, payload []byte) []byte {
+// appendCommand encodes the floor as its distance below seq, usually one byte. A floor above
+// seq (which DecodeRequest and batching reject) is encoded as seq: a lower floor only makes
+// replicas remember more, never forget a seq the client may retry.
+func appendCommand(dst []byte, clientID, seq, seqFloor uint64, payload []byte) []byte {
 	dst = appendU64(dst, clientID)
 	dst = binary.AppendUvarint(dst, seq)
+	dst = binary.AppendUvarint(dst, seq-min(seqFloor, seq))
 	dst = binary.AppendUvarint(dst, uint64(len(payload)))
 	return append(dst, payload...)
 }
@@ -58,12 +64,13 @@ func (b *BatchBuilder) Reset(dst []byte) {
 	b.count = 0
 }
 
-// Add appends one command, copying payload.
-func (b *BatchBuilder) Add(clientID, seq uint64, payload []byte) {
+// Add appends one command, copying payload. seqFloor must be <= seq (see Request.SeqFloor); a
+// larger one is encoded as seq.
+func (b *BatchBuilder) Add(clientID, seq, seqFloor uint64, payload []byte) {
 	if len(b.buf) == 0 {
 		b.buf = append(b.buf, batchFormat, 0, 0, 0, 0)
 	}
-	b.buf = appendCommand(b.buf, clientID, seq, payload)
+	b.buf = appendCommand(b.buf, clientID, seq, seqFloor, payload)
 	b.count++
 }
 
@@ -185,13 +192,23 @@ func (it *BatchIter) Next() bool {
 	}
 	clientID := binary.LittleEndian.Uint64(rest)
 	n := 8
-	// One-byte varints (most lengths, many seqs) are decoded inline: uvarint is a call.
-	var seq, length uint64
+	// One-byte varints (most lengths and floor distances, many seqs) are decoded inline:
+	// uvarint is a call.
+	var seq, back, length uint64
 	var k int
 	if n < len(rest) && rest[n] < 0x80 {
 		seq, k = uint64(rest[n]), 1
 	} else if seq, k = uvarint(rest[n:]); k <= 0 {
 		return it.fail("seq", errOfUvarint(k), "bad varint")
+	}
+	n += k
+	if n < len(rest) && rest[n] < 0x80 {
+		back, k = uint64(rest[n]), 1
+	} else if back, k = uvarint(rest[n:]); k <= 0 {
+		return it.fail("seq floor distance", errOfUvarint(k), "bad varint")
+	}
+	if back > seq {
+		return it.fail("seq floor distance", ErrCorrupt, "%d puts the floor below zero (seq %d)", back, seq)
 	}
 	n += k
 	if n < len(rest) && rest[n] < 0x80 {
@@ -209,6 +226,7 @@ func (it *BatchIter) Next() bool {
 	// Field by field: assigning a whole Command literal costs a temporary and a copy here.
 	it.cmd.ClientID = clientID
 	it.cmd.Seq = seq
+	it.cmd.SeqFloor = seq - back
 	if length == 0 {
 		it.cmd.Payload = nil
 	} else {

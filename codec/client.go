@@ -8,7 +8,7 @@ import (
 // Body sizes of the client frames. These constants are part of the format.
 const (
 	responseBodySize = 8 + 8 + 1 + 8 + 4 + 8
-	statusKnownMax   = StatusShutdown
+	statusKnownMax   = StatusAbandoned
 )
 
 // AppendRequest appends m as one frame to dst.
@@ -17,12 +17,13 @@ func AppendRequest(dst []byte, m *Request) []byte {
 	dst = appendHeader(dst, TypeRequest, 0)
 	dst = appendU64(dst, m.ClientID)
 	dst = appendU64(dst, m.Seq)
+	dst = appendU64(dst, m.SeqFloor)
 	dst = appendBytes(dst, m.Payload)
 	return finishFrame(dst, start)
 }
 
 // DecodeRequest decodes one whole Request frame into m. m.Payload aliases frame (nil when
-// empty); it is bounded by lim.PayloadBytesMax (ErrLimit).
+// empty); it is bounded by lim.PayloadBytesMax (ErrLimit). A SeqFloor above Seq is ErrCorrupt.
 func DecodeRequest(frame []byte, m *Request, lim *Limits) error {
 	lim = limitsOrDefault(lim)
 	body, _, err := checkFrame(frame, TypeRequest, lim)
@@ -32,8 +33,15 @@ func DecodeRequest(frame []byte, m *Request, lim *Limits) error {
 	r := reader{buf: body, msg: TypeRequest}
 	m.ClientID = r.u64("client_id")
 	m.Seq = r.u64("seq")
+	m.SeqFloor = r.u64("seq_floor")
 	m.Payload = r.bytes("payload", lim.PayloadBytesMax, "PayloadBytesMax")
-	return r.end()
+	if err := r.end(); err != nil {
+		return err
+	}
+	if m.SeqFloor > m.Seq {
+		return fmt.Errorf("codec: Request: seq_floor %d is above seq %d: %w", m.SeqFloor, m.Seq, ErrCorrupt)
+	}
+	return nil
 }
 
 // AppendResponse appends m as one frame to dst.

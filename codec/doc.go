@@ -31,12 +31,14 @@
 // A slot value is an encoded batch of client commands; the empty value is a no-op.
 //
 //	+--------+-------------+------------------------------------------------------+
-//	| 0x01   | count       | count x ( client id u64 LE | seq uvarint |          |
-//	| format | uint32 LE>0 |           payload length uvarint | payload bytes )   |
+//	| 0x02   | count       | count x ( client id u64 LE | seq uvarint |          |
+//	| format | uint32 LE>0 |   seq - seq floor uvarint | payload length uvarint |  |
+//	|        |             |   payload bytes )                                    |
 //	+--------+-------------+------------------------------------------------------+
 //
 // Varints are minimal (shortest form); anything else is ErrCorrupt, so every batch has exactly
-// one encoding.
+// one encoding. A seq floor distance larger than seq is ErrCorrupt, as is a Request whose
+// SeqFloor is above its Seq.
 //
 // # Contract
 //

@@ -222,11 +222,16 @@ func TestDecodeClientAndHandshakeErrors(t *testing.T) {
 		}, ErrLimit},
 		{"payload length beyond frame", func() error {
 			f := AppendRequest(nil, &Request{Payload: []byte("abc")})
-			binary.LittleEndian.PutUint32(f[FrameHeaderSize+16:], 1000)
+			binary.LittleEndian.PutUint32(f[FrameHeaderSize+24:], 1000)
 			return DecodeRequest(f, new(Request), &lim)
 		}, ErrTruncated},
+		{"seq floor above seq", func() error {
+			f := AppendRequest(nil, &Request{Seq: 5, SeqFloor: 5})
+			binary.LittleEndian.PutUint64(f[FrameHeaderSize+16:], 6)
+			return DecodeRequest(f, new(Request), &lim)
+		}, ErrCorrupt},
 		{"unknown status", func() error {
-			return DecodeResponse(AppendResponse(nil, &Response{Status: StatusShutdown + 1}), new(Response), &lim)
+			return DecodeResponse(AppendResponse(nil, &Response{Status: StatusAbandoned + 1}), new(Response), &lim)
 		}, ErrCorrupt},
 		{"redirect address over PayloadBytesMax", func() error {
 			return DecodeRedirect(AppendRedirect(nil, &Redirect{LeaderAddr: strings.Repeat("a", lim.PayloadBytesMax+1)}), new(Redirect), &lim)
@@ -320,7 +325,7 @@ func TestBatchErrors(t *testing.T) {
 		want  error
 	}{
 		{"short header", func() []byte { return valid[:3] }, ErrTruncated},
-		{"unknown format", func() []byte { v := clone(valid); v[0] = 2; return v }, ErrBadVersion},
+		{"unknown format", func() []byte { v := clone(valid); v[0] = 1; return v }, ErrBadVersion},
 		{"count zero", func() []byte { v := clone(valid); binary.LittleEndian.PutUint32(v[1:], 0); return v }, ErrCorrupt},
 		{"count beyond bytes", func() []byte { v := clone(valid); binary.LittleEndian.PutUint32(v[1:], 1<<30); return v }, ErrTruncated},
 		{"count over BatchCommandsMax", func() []byte {
@@ -343,9 +348,19 @@ func TestBatchErrors(t *testing.T) {
 		}, ErrTruncated},
 		{"non-minimal varint", func() []byte {
 			// One command: client id, seq 0 written as 0x80 0x00, length 0.
-			v := []byte{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0}
+			v := []byte{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0, 0}
 			return v
 		}, ErrCorrupt},
+		{"non-minimal seq floor distance", func() []byte {
+			return []byte{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0x81, 0x00, 0}
+		}, ErrCorrupt},
+		{"seq floor distance beyond seq", func() []byte {
+			// seq 3, distance 4: the floor would be below zero.
+			return []byte{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 4, 0}
+		}, ErrCorrupt},
+		{"seq floor distance cut short", func() []byte {
+			return []byte{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x01, 0x80}
+		}, ErrTruncated},
 		{"overlong varint", func() []byte {
 			v := []byte{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0}
 			v = append(v, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0)

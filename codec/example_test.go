@@ -47,8 +47,8 @@ func ExamplePeekFrame() {
 func ExampleBatchIter() {
 	var b codec.BatchBuilder
 	b.Reset(nil)
-	b.Add(1, 10, []byte("set x 1"))
-	b.Add(2, 20, []byte("set y 2"))
+	b.Add(1, 10, 9, []byte("set x 1")) // client 1 has answers for every seq below 9
+	b.Add(2, 20, 20, []byte("set y 2"))
 	value := b.Bytes()
 
 	var it codec.BatchIter

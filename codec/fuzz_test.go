@@ -202,20 +202,22 @@ func seedCorpus() map[string][][]byte {
 		return out
 	}
 	accept := Message{Type: TypeAccept, Ballot: Ballot{3, 1}, Slot: 100, Commit: 99,
-		Values: [][]byte{AppendBatch(nil, []Command{{ClientID: 7, Seq: 1, Payload: []byte("hello")}})}}
+		Values: [][]byte{AppendBatch(nil, []Command{{ClientID: 7, Seq: 1, SeqFloor: 1, Payload: []byte("hello")}})}}
 	peer = append(peer, AppendMessage(nil, &accept))
 	batches := [][]byte{
 		nil,
 		AppendBatch(nil, []Command{{ClientID: 1, Seq: 1, Payload: []byte("x")}}),
+		AppendBatch(nil, []Command{{ClientID: 2, Seq: 300, SeqFloor: 290}, {ClientID: 3, Seq: 5, SeqFloor: 5, Payload: []byte("y")}}),
 		AppendBatch(nil, randCommands(r, 8)),
-		{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0},
+		{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0, 0},
+		{batchFormat, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 4, 0}, // floor distance 4 > seq 3
 		{batchFormat, 0xff, 0xff, 0xff, 0xff},
 	}
 	all := [][]byte{
 		AppendChallenge(nil, &Challenge{Version: 1, ClusterID: 9}),
 		AppendHello(nil, &Hello{Version: 1, Role: RolePeer, ReplicaID: 2, Features: FeatureS2}),
 		AppendWelcome(nil, &Welcome{ReplicaID: 1, Features: FeatureS2, LeaderID: 1}),
-		AppendRequest(nil, &Request{ClientID: 5, Seq: 6, Payload: []byte("payload")}),
+		AppendRequest(nil, &Request{ClientID: 5, Seq: 6, SeqFloor: 4, Payload: []byte("payload")}),
 		AppendResponse(nil, &Response{ClientID: 5, Seq: 6, Slot: 7, Index: 8}),
 		AppendRedirect(nil, &Redirect{ClientID: 5, Seq: 6, LeaderID: 2, LeaderAddr: "127.0.0.1:7002"}),
 	}

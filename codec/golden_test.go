@@ -17,7 +17,7 @@ func TestGoldenFrames(t *testing.T) {
 		}
 		return b
 	}
-	batch := AppendBatch(nil, []Command{{ClientID: 42, Seq: 7, Payload: []byte("hi")}, {ClientID: 43, Seq: 300}})
+	batch := AppendBatch(nil, []Command{{ClientID: 42, Seq: 7, SeqFloor: 5, Payload: []byte("hi")}, {ClientID: 43, Seq: 300, SeqFloor: 300}})
 	tests := []struct {
 		name string
 		got  []byte
@@ -25,14 +25,14 @@ func TestGoldenFrames(t *testing.T) {
 	}{
 		{"Response", AppendResponse(nil, &Response{ClientID: 42, Seq: 7, Status: StatusOK, Slot: 1000, Index: 3, Offset: 5000}),
 			"25000000 01 0b 00 00  2a00000000000000 0700000000000000 00 e803000000000000 03000000 8813000000000000"},
-		{"Request", AppendRequest(nil, &Request{ClientID: 42, Seq: 7, Payload: []byte("hi")}),
-			"16000000 01 0a 00 00  2a00000000000000 0700000000000000 02000000 6869"},
+		{"Request", AppendRequest(nil, &Request{ClientID: 42, Seq: 7, SeqFloor: 5, Payload: []byte("hi")}),
+			"1e000000 01 0a 00 00  2a00000000000000 0700000000000000 0500000000000000 02000000 6869"},
 		{"Batch", batch,
-			"01 02000000  2a00000000000000 07 02 6869  2b00000000000000 ac02 00"},
+			"02 02000000  2a00000000000000 07 02 02 6869  2b00000000000000 ac02 00 00"},
 		{"Accept", AppendMessage(nil, &Message{Type: TypeAccept, From: 1, To: 2, Ballot: Ballot{Round: 5, Replica: 1},
 			Slot: 100, Commit: 99, Values: [][]byte{batch, nil}}),
-			"4c000000 01 16 00 00  01000000 02000000  0500000000000000 01000000  6400000000000000 6300000000000000" +
-				" 02000000 1c000000 01020000002a00000000000000070268692b00000000000000ac0200 00000000"},
+			"4e000000 01 16 00 00  01000000 02000000  0500000000000000 01000000  6400000000000000 6300000000000000" +
+				" 02000000 1e000000 02020000002a0000000000000007020268692b00000000000000ac020000 00000000"},
 		{"Challenge", AppendChallenge(nil, &Challenge{Version: 1, ClusterID: 9}),
 			"2a000000 01 01 00 00  0100 0900000000000000" + strings.Repeat("00", NonceSize)},
 	}

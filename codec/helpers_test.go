@@ -57,7 +57,12 @@ func randBytes(r *rand.Rand, max int) []byte {
 func randCommands(r *rand.Rand, max int) []Command {
 	cmds := make([]Command, 1+r.IntN(max))
 	for i := range cmds {
-		cmds[i] = Command{ClientID: randUint64(r), Seq: randUint64(r), Payload: randBytes(r, 64)}
+		seq := randUint64(r)
+		floor := seq - min(seq, randUint64(r)%(1<<uint(r.IntN(20))))
+		if r.IntN(8) == 0 {
+			floor = seq - min(seq, randUint64(r)) // any floor up to seq, often far below it
+		}
+		cmds[i] = Command{ClientID: randUint64(r), Seq: seq, SeqFloor: floor, Payload: randBytes(r, 64)}
 	}
 	return cmds
 }

@@ -110,6 +110,9 @@ type Welcome struct {
 type Request struct {
 	ClientID uint64
 	Seq      uint64
+	// SeqFloor: every seq below SeqFloor has been answered to the client, which will never
+	// retry it, so replicas may forget those seqs. SeqFloor <= Seq (else ErrCorrupt).
+	SeqFloor uint64
 	Payload  []byte // aliases the frame after decoding
 }
 
@@ -124,6 +127,7 @@ const (
 	StatusInvalid     Status = 4 // malformed request; never retry as is
 	StatusUnavailable Status = 5 // leadership lost while pending: may or may not be chosen; retry with the same Seq
 	StatusShutdown    Status = 6 // replica shutting down: may or may not be chosen; retry with the same Seq
+	StatusAbandoned   Status = 7 // Seq is below the SeqFloor its client already sent: not applied now (it may have been before); never retry
 )
 
 // Response answers one Request. Slot is the log position the command was chosen at when
@@ -199,5 +203,6 @@ type Message struct {
 type Command struct {
 	ClientID uint64
 	Seq      uint64
+	SeqFloor uint64 // the Request's SeqFloor: <= Seq
 	Payload  []byte
 }

@@ -52,13 +52,15 @@ func TestRoundTripClientFrames(t *testing.T) {
 	var gotResp Response
 	var gotRedir Redirect
 	for i := range roundTripIterations {
-		req := Request{ClientID: randUint64(r), Seq: randUint64(r), Payload: randBytes(r, 2000)}
+		seq := randUint64(r)
+		req := Request{ClientID: randUint64(r), Seq: seq, SeqFloor: seq - min(seq, randUint64(r)), Payload: randBytes(r, 2000)}
 		if err := DecodeRequest(AppendRequest(nil, &req), &gotReq, nil); err != nil ||
-			gotReq.ClientID != req.ClientID || gotReq.Seq != req.Seq || !bytes.Equal(gotReq.Payload, req.Payload) {
+			gotReq.ClientID != req.ClientID || gotReq.Seq != req.Seq || gotReq.SeqFloor != req.SeqFloor ||
+			!bytes.Equal(gotReq.Payload, req.Payload) {
 			t.Fatalf("iteration %d: Request: err %v\nwant %+v\ngot  %+v", i, err, req, gotReq)
 		}
 
-		resp := Response{ClientID: randUint64(r), Seq: randUint64(r), Status: Status(r.IntN(int(StatusShutdown) + 1)),
+		resp := Response{ClientID: randUint64(r), Seq: randUint64(r), Status: Status(r.IntN(int(StatusAbandoned) + 1)),
 			Slot: randUint64(r), Index: randUint32(r), Offset: randUint64(r)}
 		if err := DecodeResponse(AppendResponse(nil, &resp), &gotResp, nil); err != nil || gotResp != resp {
 			t.Fatalf("iteration %d: Response: err %v\nwant %+v\ngot  %+v", i, err, resp, gotResp)
@@ -175,7 +177,7 @@ func TestRoundTripBatch(t *testing.T) {
 		value := AppendBatch(nil, cmds)
 		b.Reset(buf)
 		for _, c := range cmds {
-			b.Add(c.ClientID, c.Seq, c.Payload)
+			b.Add(c.ClientID, c.Seq, c.SeqFloor, c.Payload)
 		}
 		if b.Count() != len(cmds) || b.Len() != len(value) || !bytes.Equal(b.Bytes(), value) {
 			t.Fatalf("iteration %d: BatchBuilder (count %d, len %d) disagrees with AppendBatch (count %d, len %d)",
@@ -190,7 +192,7 @@ func TestRoundTripBatch(t *testing.T) {
 		j := 0
 		for it.Next() {
 			c := it.Command()
-			if it.Index() != j || c.ClientID != cmds[j].ClientID || c.Seq != cmds[j].Seq || !bytes.Equal(c.Payload, cmds[j].Payload) {
+			if it.Index() != j || c.ClientID != cmds[j].ClientID || c.Seq != cmds[j].Seq || c.SeqFloor != cmds[j].SeqFloor || !bytes.Equal(c.Payload, cmds[j].Payload) {
 				t.Fatalf("iteration %d command %d (index %d): want %+v got %+v", i, j, it.Index(), cmds[j], c)
 			}
 			j++
@@ -212,7 +214,7 @@ func TestEmptyBatchIsNoOp(t *testing.T) {
 		t.Fatalf("empty builder: Len %d, Bytes %x, Count %d", b.Len(), b.Bytes(), b.Count())
 	}
 	var zero BatchBuilder
-	zero.Add(1, 2, []byte("x"))
+	zero.Add(1, 2, 1, []byte("x"))
 	if n, err := BatchCount(zero.Bytes()); err != nil || n != 1 {
 		t.Fatalf("zero-value builder after one Add: BatchCount = %d, %v", n, err)
 	}

@@ -8,116 +8,334 @@ import (
 	"slices"
 )
 
-// Sessions is the exactly-once table of the replicated state: per client, the last applied
-// sequence number and where it was applied. It is deterministic (every replica that applies
-// the same commands in the same order holds the same table), bounded (at most max clients),
-// and snapshot-able (MarshalBinary/UnmarshalBinary).
+// Sessions is the exactly-once table of the replicated state (RIFL; Raft thesis §6.3). Per
+// client it keeps a seq floor — every seq below it was answered to the client, which promised
+// never to retry it — and every applied seq at or above the floor with the position it was
+// applied at. A client may thus have many commands in flight and lose a lower one (sent to a
+// leader that crashed) while higher ones are applied: its retry is still applied, once.
 //
-// Eviction when a new client would exceed max: the client whose last application is oldest
+// It is deterministic: every replica that applies the same commands in the same order, with
+// the same limits, holds the same table (so every replica of a cluster must use the same
+// clientsMax and seqsMax). It is bounded: at most clientsMax clients, and per client the
+// recorded seqs lie in [floor, floor+seqsMax). It is snapshot-able (MarshalBinary,
+// UnmarshalBinary).
+//
+// Eviction when a new client would exceed clientsMax: the client whose last activity is oldest
 // (lowest slot) goes, ties broken by the lower client id. An evicted client that retries an
-// old command gets it applied again: size max for the number of clients that may retry.
+// old command gets it applied again: size clientsMax for the number of clients that may retry.
 type Sessions struct {
-	max     int
-	clients map[uint64]*session
-	byAge   sessionHeap // every session, oldest (slot, clientID) first
+	clientsMax int
+	seqsMax    uint64
+	clients    map[uint64]*session
+	byAge      sessionHeap // every session, oldest (slot, clientID) first
 }
 
 type session struct {
 	clientID uint64
-	seq      uint64 // last applied sequence
-	slot     uint64 // where seq was applied
-	index    uint32
-	heapAt   int // position in byAge
+	floor    uint64 // every seq below floor is forgotten: answered, never retried
+	// seqs[head:] are the applied seqs >= floor, strictly increasing by seq. seqs[:head] are
+	// forgotten (below the floor) and reused by compaction when an insert would otherwise
+	// grow the array: raising the floor is O(1) amortised and steady state allocates nothing.
+	seqs   []appliedSeq
+	head   int
+	slot   uint64 // slot of the client's last activity: the eviction order
+	heapAt int    // position in byAge
 }
+
+// appliedSeq is where one seq was applied.
+type appliedSeq struct {
+	seq    uint64
+	slot   uint64
+	offset uint64
+	index  uint32
+}
+
+// SessionOutcome says what Sessions.ApplyCommand decided for one command.
+type SessionOutcome uint8
+
+const (
+	// SessionApplied: a new command; the caller applies it at the position it passed.
+	SessionApplied SessionOutcome = iota
+	// SessionDuplicate: the seq was applied before; SessionResult holds that position.
+	SessionDuplicate
+	// SessionAbandoned: the seq is below the client's floor. The client promised it would not
+	// wait for it (it was answered, or given up); it is not applied and nobody is answered.
+	SessionAbandoned
+	// SessionRefused: seq - floor >= the table's seqsMax. Not applied, the table is left
+	// untouched; the replica answers StatusInvalid (a correct client never gets there).
+	SessionRefused
+)
+
+func (o SessionOutcome) String() string {
+	switch o {
+	case SessionApplied:
+		return "applied"
+	case SessionDuplicate:
+		return "duplicate"
+	case SessionAbandoned:
+		return "abandoned"
+	case SessionRefused:
+		return "refused"
+	}
+	return fmt.Sprintf("SessionOutcome(%d)", uint8(o))
+}
+
+// SessionResult is ApplyCommand's answer. Slot, Index and Offset are the command's original
+// position when Outcome is SessionDuplicate, zero otherwise.
+type SessionResult struct {
+	Outcome SessionOutcome
+	Slot    uint64
+	Index   uint32
+	Offset  uint64
+}
+
+// DefaultSessionSeqsMax bounds, per client, how far a seq may run ahead of the client's floor:
+// the commands a client may have in flight (client.Config.InflightMax must not exceed it).
+const DefaultSessionSeqsMax = 4096
 
 // ErrSessionsFormat: UnmarshalBinary was given bytes that are not a Sessions snapshot.
 var ErrSessionsFormat = errors.New("core: malformed sessions snapshot")
 
-// NewSessions returns an empty table holding at most clientsMax clients (< 1 means 1).
+// NewSessions returns an empty table holding at most clientsMax clients (< 1 means 1), with
+// DefaultSessionSeqsMax seqs per client.
 func NewSessions(clientsMax int) *Sessions {
-	return &Sessions{max: max(clientsMax, 1), clients: make(map[uint64]*session)}
+	return NewSessionsBounded(clientsMax, DefaultSessionSeqsMax)
 }
 
-// Apply records that command (clientID, seq) is being applied at (slot, index), unless it is
-// a duplicate: dup is true when seq <= the client's last applied seq. For seq equal to the
-// last one, origSlot/origIndex say where it was applied; for an older seq the position is no
-// longer remembered and both are zero (the caller answers that command as already applied).
-func (s *Sessions) Apply(clientID, seq, slot uint64, index uint32) (dup bool, origSlot uint64, origIndex uint32) {
-	if c, ok := s.clients[clientID]; ok {
-		if seq == c.seq {
-			return true, c.slot, c.index
-		}
-		if seq < c.seq {
-			return true, 0, 0
-		}
-		c.seq, c.slot, c.index = seq, slot, index
-		heap.Fix(&s.byAge, c.heapAt)
-		return false, 0, 0
+// NewSessionsBounded returns an empty table holding at most clientsMax clients and refusing a
+// command whose seq is seqsMax or more above its client's floor (< 1 means 1 for both).
+func NewSessionsBounded(clientsMax, seqsMax int) *Sessions {
+	return &Sessions{
+		clientsMax: max(clientsMax, 1),
+		seqsMax:    uint64(max(seqsMax, 1)),
+		clients:    make(map[uint64]*session),
 	}
-	c := &session{clientID: clientID, seq: seq, slot: slot, index: index}
-	s.clients[clientID] = c
-	heap.Push(&s.byAge, c)
-	for len(s.clients) > s.max {
+}
+
+// ApplyCommand decides command (clientID, seq, seqFloor), about to be applied at (slot, index)
+// with dense offset, and records it when it is new. In order:
+//
+//   - the client's floor rises to seqFloor (it never falls), forgetting the seqs below it;
+//   - seq below the floor: SessionAbandoned (not applied);
+//   - seq - floor >= seqsMax: SessionRefused (not applied; the table is left as it was);
+//   - seq already recorded: SessionDuplicate with its original position;
+//   - otherwise SessionApplied, and the seq is recorded at (slot, index, offset).
+//
+// A client not in the table starts with floor seqFloor; adding it may evict another.
+func (s *Sessions) ApplyCommand(clientID, seq, seqFloor, slot uint64, index uint32, offset uint64) SessionResult {
+	c, known := s.clients[clientID]
+	floor := seqFloor
+	if known {
+		floor = max(c.floor, seqFloor)
+	}
+	if seq >= floor && seq-floor >= s.seqsMax {
+		return SessionResult{Outcome: SessionRefused}
+	}
+	if !known {
+		// seqFloor <= seq here (codec enforces it; a violating caller lands in Abandoned).
+		c = &session{clientID: clientID, floor: seqFloor, slot: slot}
+		s.clients[clientID] = c
+		heap.Push(&s.byAge, c)
+		s.evict()
+	} else {
+		s.touch(c, slot)
+	}
+	c.raiseFloor(floor)
+	if seq < c.floor {
+		return SessionResult{Outcome: SessionAbandoned}
+	}
+	applied := c.applied()
+	at, found := slices.BinarySearchFunc(applied, seq, func(a appliedSeq, seq uint64) int {
+		switch {
+		case a.seq < seq:
+			return -1
+		case a.seq > seq:
+			return 1
+		}
+		return 0
+	})
+	if found {
+		a := applied[at]
+		return SessionResult{Outcome: SessionDuplicate, Slot: a.slot, Index: a.index, Offset: a.offset}
+	}
+	c.insert(at, appliedSeq{seq: seq, slot: slot, offset: offset, index: index})
+	return SessionResult{Outcome: SessionApplied}
+}
+
+// Apply is the one-command-at-a-time form kept for callers written before seq floors: it is
+// ApplyCommand with seqFloor = seq (the client waits for nothing older) and offset 0. dup is
+// true for a seq applied before (with its position when it is the last one) and for a seq
+// below the last one (position zero).
+func (s *Sessions) Apply(clientID, seq, slot uint64, index uint32) (dup bool, origSlot uint64, origIndex uint32) {
+	r := s.ApplyCommand(clientID, seq, seq, slot, index, 0)
+	return r.Outcome != SessionApplied, r.Slot, r.Index
+}
+
+// raiseFloor moves the floor up to floor (never down) and forgets the seqs below it.
+func (c *session) raiseFloor(floor uint64) {
+	if floor <= c.floor {
+		return
+	}
+	c.floor = floor
+	for c.head < len(c.seqs) && c.seqs[c.head].seq < floor {
+		c.head++
+	}
+	if c.head == len(c.seqs) {
+		c.seqs, c.head = c.seqs[:0], 0
+	}
+}
+
+// applied returns the remembered seqs, increasing.
+func (c *session) applied() []appliedSeq { return c.seqs[c.head:] }
+
+// insert puts a at position at of applied(). When the array is full but has forgotten entries
+// in front, the live ones move down first instead of growing it.
+func (c *session) insert(at int, a appliedSeq) {
+	if len(c.seqs) == cap(c.seqs) && c.head > 0 {
+		n := copy(c.seqs, c.seqs[c.head:])
+		c.seqs = c.seqs[:n]
+		c.head = 0
+	}
+	c.seqs = slices.Insert(c.seqs, c.head+at, a)
+}
+
+// touch records activity of c at slot (the eviction order).
+func (s *Sessions) touch(c *session, slot uint64) {
+	if slot != c.slot {
+		c.slot = slot
+		heap.Fix(&s.byAge, c.heapAt)
+	}
+}
+
+func (s *Sessions) evict() {
+	for len(s.clients) > s.clientsMax {
 		old := heap.Pop(&s.byAge).(*session)
 		delete(s.clients, old.clientID)
 	}
-	return false, 0, 0
 }
 
 // Len returns how many clients the table holds.
 func (s *Sessions) Len() int { return len(s.clients) }
 
-const sessionRecordBytes = 8 + 8 + 8 + 4
+// Seqs returns how many applied seqs the table remembers over all clients.
+func (s *Sessions) Seqs() int {
+	n := 0
+	for _, c := range s.clients {
+		n += len(c.applied())
+	}
+	return n
+}
 
-// MarshalBinary encodes the table: uint32 count, then per client in client-id order
-// clientID, seq, slot (uint64 each) and index (uint32), all little-endian.
+// Snapshot format. These constants are part of the format.
+const (
+	sessionsFormat      = 2             // format 1 (no version byte, one seq per client) is not read
+	sessionsHeaderBytes = 1 + 4         // format, client count
+	sessionHeaderBytes  = 8 + 8 + 8 + 4 // client id, floor, slot, seq count
+	sessionSeqBytes     = 8 + 8 + 4 + 8 // seq, slot, index, offset
+)
+
+// MarshalBinary encodes the table, all integers little-endian:
+//
+//	format u8 = 2 | client count u32 | per client, by increasing client id:
+//	  client id u64 | floor u64 | last activity slot u64 | seq count u32 |
+//	  per seq, increasing: seq u64 | slot u64 | index u32 | offset u64
 func (s *Sessions) MarshalBinary() ([]byte, error) {
 	ids := make([]uint64, 0, len(s.clients))
-	for id := range s.clients {
+	size := sessionsHeaderBytes
+	for id, c := range s.clients {
 		ids = append(ids, id)
+		size += sessionHeaderBytes + len(c.applied())*sessionSeqBytes
 	}
 	slices.Sort(ids)
-	b := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(ids)*sessionRecordBytes), uint32(len(ids)))
+	b := make([]byte, 0, size)
+	b = append(b, sessionsFormat)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(ids)))
 	for _, id := range ids {
 		c := s.clients[id]
 		b = binary.LittleEndian.AppendUint64(b, c.clientID)
-		b = binary.LittleEndian.AppendUint64(b, c.seq)
+		b = binary.LittleEndian.AppendUint64(b, c.floor)
 		b = binary.LittleEndian.AppendUint64(b, c.slot)
-		b = binary.LittleEndian.AppendUint32(b, c.index)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(c.applied())))
+		for _, a := range c.applied() {
+			b = binary.LittleEndian.AppendUint64(b, a.seq)
+			b = binary.LittleEndian.AppendUint64(b, a.slot)
+			b = binary.LittleEndian.AppendUint32(b, a.index)
+			b = binary.LittleEndian.AppendUint64(b, a.offset)
+		}
 	}
 	return b, nil
 }
 
 // UnmarshalBinary replaces the table's contents with a MarshalBinary encoding. It keeps the
-// table's max; a snapshot holding more clients than max evicts down to max as Apply would.
+// table's limits: a snapshot holding more clients than clientsMax evicts down to it as
+// ApplyCommand would; a client whose seqs do not fit seqsMax is ErrSessionsFormat (replicas
+// of one cluster must share the limit). Every count is checked against the bytes that remain
+// before anything is allocated, so hostile input cannot make it allocate more than its own
+// size's worth, nor panic. On error the table is unchanged.
 func (s *Sessions) UnmarshalBinary(b []byte) error {
-	if len(b) < 4 {
-		return fmt.Errorf("%w: %d bytes, want at least 4", ErrSessionsFormat, len(b))
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrSessionsFormat, fmt.Sprintf(format, args...))
 	}
-	n := int(binary.LittleEndian.Uint32(b))
-	if len(b)-4 != n*sessionRecordBytes {
-		return fmt.Errorf("%w: count %d needs %d bytes, have %d", ErrSessionsFormat, n, 4+n*sessionRecordBytes, len(b))
+	if len(b) < sessionsHeaderBytes {
+		return bad("%d bytes, want at least %d", len(b), sessionsHeaderBytes)
+	}
+	if b[0] != sessionsFormat {
+		return bad("format %d, want %d", b[0], sessionsFormat)
+	}
+	n := uint64(binary.LittleEndian.Uint32(b[1:]))
+	p := b[sessionsHeaderBytes:]
+	if n*sessionHeaderBytes > uint64(len(p)) {
+		return bad("%d clients need at least %d bytes, have %d", n, n*sessionHeaderBytes, len(p))
 	}
 	clients := make(map[uint64]*session, n)
-	var byAge sessionHeap
-	for i, p := 0, b[4:]; i < n; i, p = i+1, p[sessionRecordBytes:] {
+	byAge := make(sessionHeap, 0, n)
+	var prevID uint64
+	for i := uint64(0); i < n; i++ {
+		if len(p) < sessionHeaderBytes {
+			return bad("client %d of %d: %d bytes left, want %d", i, n, len(p), sessionHeaderBytes)
+		}
 		c := &session{
 			clientID: binary.LittleEndian.Uint64(p),
-			seq:      binary.LittleEndian.Uint64(p[8:]),
+			floor:    binary.LittleEndian.Uint64(p[8:]),
 			slot:     binary.LittleEndian.Uint64(p[16:]),
-			index:    binary.LittleEndian.Uint32(p[24:]),
 		}
-		if _, dup := clients[c.clientID]; dup {
-			return fmt.Errorf("%w: client %d listed twice", ErrSessionsFormat, c.clientID)
+		seqs := uint64(binary.LittleEndian.Uint32(p[24:]))
+		p = p[sessionHeaderBytes:]
+		if i > 0 && c.clientID <= prevID {
+			return bad("client %d follows client %d: ids must increase", c.clientID, prevID)
+		}
+		prevID = c.clientID
+		if seqs > s.seqsMax {
+			return bad("client %d: %d seqs exceed the table's seqs limit %d", c.clientID, seqs, s.seqsMax)
+		}
+		if seqs*sessionSeqBytes > uint64(len(p)) {
+			return bad("client %d: %d seqs need %d bytes, have %d", c.clientID, seqs, seqs*sessionSeqBytes, len(p))
+		}
+		c.seqs = make([]appliedSeq, seqs)
+		for j := range c.seqs {
+			a := appliedSeq{
+				seq:    binary.LittleEndian.Uint64(p),
+				slot:   binary.LittleEndian.Uint64(p[8:]),
+				index:  binary.LittleEndian.Uint32(p[16:]),
+				offset: binary.LittleEndian.Uint64(p[20:]),
+			}
+			p = p[sessionSeqBytes:]
+			if a.seq < c.floor || a.seq-c.floor >= s.seqsMax {
+				return bad("client %d: seq %d outside [floor %d, floor + %d)", c.clientID, a.seq, c.floor, s.seqsMax)
+			}
+			if j > 0 && a.seq <= c.seqs[j-1].seq {
+				return bad("client %d: seq %d follows seq %d: seqs must increase", c.clientID, a.seq, c.seqs[j-1].seq)
+			}
+			c.seqs[j] = a
 		}
 		clients[c.clientID] = c
 		heap.Push(&byAge, c)
 	}
-	s.clients, s.byAge = clients, byAge
-	for len(s.clients) > s.max {
-		old := heap.Pop(&s.byAge).(*session)
-		delete(s.clients, old.clientID)
+	if len(p) != 0 {
+		return bad("%d bytes of trailing garbage", len(p))
 	}
+	s.clients, s.byAge = clients, byAge
+	s.evict()
 	return nil
 }
 

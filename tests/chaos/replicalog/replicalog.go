@@ -30,6 +30,7 @@ import (
 
 	"github.com/mpaxos/mpaxos/codec"
 	"github.com/mpaxos/mpaxos/core"
+	"github.com/mpaxos/mpaxos/pipeline"
 	"github.com/mpaxos/mpaxos/wal"
 )
 
@@ -180,7 +181,10 @@ func ReadUpTo(dataDir, scratch string, slots uint64) (*Log, error) {
 // build walks the chosen slots from 0 and decodes their batches.
 func build(latest map[uint64]codec.Entry, commit uint64, upTo uint64) (*Log, error) {
 	l := &Log{Commit: commit}
-	applied := make(map[[2]uint64]struct{})
+	// The same exactly-once table the replicas apply with (same limits), so "duplicate" means
+	// here exactly what it means in the pipeline's apply stage.
+	defaults := pipeline.DefaultConfig()
+	sessions := core.NewSessionsBounded(defaults.SessionsMax, defaults.SessionSeqsMax)
 	lim := codec.DefaultLimits()
 	var it codec.BatchIter
 	digest := uint64(fnvOffset)
@@ -201,12 +205,10 @@ func build(latest map[uint64]codec.Entry, commit uint64, upTo uint64) (*Log, err
 			for it.Next() {
 				cmd := it.Command()
 				index := uint32(it.Index())
-				key := [2]uint64{cmd.ClientID, cmd.Seq}
-				_, dup := applied[key]
+				r := sessions.ApplyCommand(cmd.ClientID, cmd.Seq, cmd.SeqFloor, slot, index, commands)
+				dup := r.Outcome == core.SessionDuplicate
 				if dup {
 					duplicates++
-				} else {
-					applied[key] = struct{}{}
 				}
 				digest = fnvUint64(fnvUint64(fnvUint64(digest, uint64(index)), cmd.ClientID), cmd.Seq)
 				digest = fnvBytes(digest, cmd.Payload)
