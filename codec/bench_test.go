@@ -24,7 +24,7 @@ func benchCommands(commands, payloadBytes int) []Command {
 		}
 		// Sixteen clients with dense sequence numbers, as under a load generator: the ids
 		// repeat (S2 finds them), the random payloads do not.
-		cmds[i] = Command{ClientID: 1<<40 + uint64(i%16), Seq: uint64(1000 + i/16), Payload: p}
+		cmds[i] = Command{ClientID: 1<<40 + uint64(i%16), Seq: uint64(1000 + i/16), SeqFloor: uint64(1000 + i/16 - 8), Payload: p}
 	}
 	return cmds
 }
@@ -122,7 +122,7 @@ func BenchmarkBatchBuild(b *testing.B) {
 			for b.Loop() {
 				bb.Reset(buf)
 				for i := range cmds {
-					bb.Add(cmds[i].ClientID, cmds[i].Seq, cmds[i].Payload)
+					bb.Add(cmds[i].ClientID, cmds[i].Seq, cmds[i].SeqFloor, cmds[i].Payload)
 				}
 				buf = bb.Bytes()
 			}

@@ -279,7 +279,19 @@ type Encoder struct {
 	compress  bool
 	threshold int
 	scratch   []byte // compressed body; grows to the largest body compressed, then is reused
+	// skip: eligible bodies still to send plain before S2 is tried again; misses: attempts in a
+	// row that saved too little. An incompressible stream (random payloads) costs S2's CPU on
+	// at most one body in compressSkipMax instead of on every one.
+	skip   int
+	misses int
 }
+
+// compressSkipMax bounds the back-off after bodies S2 could not shrink by compressSaveMin.
+const compressSkipMax = 64
+
+// compressSaveMin: a compressed body must be at least 1/compressSaveMin smaller than the
+// plain one to be sent (smaller gains do not pay the receiver's decode).
+const compressSaveMin = 8
 
 // NewEncoder returns an Encoder. threshold <= 0 means DefaultCompressThreshold.
 func NewEncoder(compress bool, threshold int) *Encoder {
@@ -299,6 +311,10 @@ func (e *Encoder) AppendMessage(dst []byte, m *Message) []byte {
 	if !e.compress || !m.Type.compressible() || len(body) < e.threshold {
 		return dst
 	}
+	if e.skip > 0 {
+		e.skip--
+		return dst
+	}
 	need := s2.MaxEncodedLen(len(body))
 	if need < 0 {
 		return dst // too large for one S2 block: send it plain
@@ -307,9 +323,14 @@ func (e *Encoder) AppendMessage(dst []byte, m *Message) []byte {
 		e.scratch = make([]byte, need)
 	}
 	packed := s2.Encode(e.scratch[:need], body)
-	if len(packed) >= len(body) {
+	if len(packed) > len(body)-len(body)/compressSaveMin {
+		// Not worth it: back off exponentially, so a stream of incompressible bodies costs
+		// S2's time on at most one in compressSkipMax.
+		e.misses++
+		e.skip = min(1<<min(e.misses, 6), compressSkipMax)
 		return dst
 	}
+	e.misses = 0
 	dst = append(dst[:start+FrameHeaderSize], packed...)
 	dst[start+headerFlags] |= FlagCompressed
 	return finishFrame(dst, start)

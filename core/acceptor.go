@@ -95,7 +95,7 @@ func (r *Replica) acceptSlot(slot uint64, b codec.Ballot, v []byte) {
 			v = st.value // same value, now accepted in b: keep our copy
 		}
 	}
-	if st == nil || slot >= r.commit {
+	if (st == nil || slot >= r.commit) && !r.cfg.StepValuesOwned {
 		v = bytes.Clone(v) // message buffers are reused by the driver
 	}
 	r.storeSlot(slot, b, v)

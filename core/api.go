@@ -49,12 +49,23 @@ type Config struct {
 	// InflightBytesMax bounds the bytes of values proposed but not yet chosen; Propose beyond it
 	// returns ErrWindowFull. Bounds memory the way etcd's MaxInflightBytes does.
 	InflightBytesMax int
+	// StepValuesOwned: the driver never reuses or modifies the byte slices of a message it
+	// passes to Step (the pipeline copies every peer message into fresh memory), so core may
+	// keep accepted values without copying them again. Off by default: core copies.
+	StepValuesOwned bool
+	// AcceptValuesMax bounds the values in one Accept (codec.Limits.ValuesMax: a peer refuses
+	// a frame with more). Accepts are otherwise bounded by CatchUpBytesMax.
+	AcceptValuesMax int
 	// CatchUpSlotsMax / CatchUpBytesMax bound one CatchUpReply.
 	CatchUpSlotsMax int
 	CatchUpBytesMax int
 	// RetainSlots: how many applied slots core keeps in memory to serve catch-up before asking
 	// Storage. 0 means core asks Storage for everything already applied.
 	RetainSlots int
+	// RetainBytesMax also bounds those applied slots, by the bytes of their values (0: no byte
+	// bound): RetainSlots of large batches would otherwise hold up to RetainSlots x
+	// ValueBytesMax in memory. The slots dropped stay servable through Storage.
+	RetainBytesMax int
 
 	Rand Rand
 }
@@ -70,9 +81,11 @@ func DefaultConfig(id uint32, peers []uint32) Config {
 		Window:           16,
 		ValueBytesMax:    4 << 20,
 		InflightBytesMax: 64 << 20,
+		AcceptValuesMax:  codec.DefaultLimits().ValuesMax,
 		CatchUpSlotsMax:  256,
 		CatchUpBytesMax:  4 << 20,
 		RetainSlots:      1024,
+		RetainBytesMax:   64 << 20,
 	}
 }
 
@@ -117,6 +130,20 @@ var ErrCompacted = errors.New("core: slot compacted")
 //  3. After step 1 is durable, send MessagesAfterPersist (Promises and Accepteds).
 //  4. Apply Chosen in order (they are contiguous, starting at the previous Ready's end).
 //  5. Call Advance(rd).
+//
+// Asynchronous persistence (added; the one-at-a-time use above stays valid): the driver may
+// take further Readies before advancing earlier ones, as long as
+//
+//   - their persists become durable in the order the Readies were handed out (a FIFO of
+//     in-flight writes, such as one WAL queue that group-commits them; a crash may lose any
+//     suffix of them, possibly torn);
+//   - each Ready's MessagesAfterPersist leave only after its own persist (and so every earlier
+//     one) is durable, and Advance is called for every Ready, once, in that same order.
+//
+// Then a leader keeps proposing and sending Accepts while its earlier entries sync, and a
+// follower keeps accepting while its previous batch syncs. Core learns that something is
+// durable only from Advance: the leader's own vote for a slot, and its own promise, count
+// from the Advance of the Ready that persisted them, never earlier.
 type Ready struct {
 	HardState         HardState
 	MustSaveHardState bool
@@ -131,6 +158,10 @@ type Ready struct {
 	// Snapshot, if non-zero, asks the driver to install the snapshot received from a peer up to
 	// SnapshotSlot before applying Chosen (the driver reassembles SnapshotChunk messages).
 	SnapshotSlot uint64
+	// commit: the replica's commit point when this Ready was made. Every chosen slot below
+	// it is in this Ready's Entries or an earlier Ready's, so it is durable once this Ready is
+	// advanced (and then may be saved in a later HardState).
+	commit uint64
 }
 
 // Status is a read-only view for metrics, redirects and tests.

@@ -36,10 +36,14 @@ func (c *Config) Validate() error {
 		return bad("ValueBytesMax %d must be >= 1", c.ValueBytesMax)
 	case c.InflightBytesMax < c.ValueBytesMax:
 		return bad("InflightBytesMax %d must be >= ValueBytesMax %d", c.InflightBytesMax, c.ValueBytesMax)
+	case c.AcceptValuesMax < 1:
+		return bad("AcceptValuesMax %d must be >= 1", c.AcceptValuesMax)
 	case c.CatchUpSlotsMax < 1:
 		return bad("CatchUpSlotsMax %d must be >= 1", c.CatchUpSlotsMax)
 	case c.CatchUpBytesMax < 1:
 		return bad("CatchUpBytesMax %d must be >= 1", c.CatchUpBytesMax)
+	case c.RetainBytesMax < 0:
+		return bad("RetainBytesMax %d must be >= 0", c.RetainBytesMax)
 	case c.RetainSlots < 0:
 		return bad("RetainSlots %d must be >= 0", c.RetainSlots)
 	case c.Rand == nil:

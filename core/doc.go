@@ -13,8 +13,14 @@
 //  3. once step 1 is durable, send MessagesAfterPersist (every Promise, Accepted and
 //     HeartbeatReply: each vouches for a promise or acceptance);
 //  4. install SnapshotSlot if set, then apply Chosen (contiguous, in slot order);
-//  5. Advance(rd). Exactly one Ready is outstanding at a time; Step/Tick/Propose may be called
-//     between Ready and Advance.
+//  5. Advance(rd). Step/Tick/Propose may be called between Ready and Advance.
+//
+// Persistence may be asynchronous: the driver may take the next Ready before advancing the
+// previous ones, provided their persists complete in order (a FIFO of writes, which the WAL
+// group-commits), each Ready's MessagesAfterPersist leave only once its persist is durable, and
+// the Readies are advanced in the order they were handed out. A leader then keeps sending
+// Accepts for new proposals while its earlier entries sync, and a follower keeps accepting
+// while its previous batch syncs.
 //
 // The leader's Accepts leave in step 2, in parallel with its own fsync; its own vote for a
 // slot counts only after the Advance of the Ready that persisted it. Persisted entries for one

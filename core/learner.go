@@ -129,6 +129,7 @@ func (r *Replica) onSnapshotChunk(m *codec.Message) {
 	for s := r.logStart; s < m.Slot && s < r.logEnd; s++ {
 		delete(r.log, s)
 	}
+	r.retainedBytes = 0 // every applied slot (applied <= commit < m.Slot) was just dropped
 	// applied moves at Advance, once the driver installed the snapshot.
 	r.logStart, r.commit, r.handedNext = m.Slot, m.Slot, m.Slot
 	r.snapshotSlot, r.pendingInstall = m.Slot, m.Slot
@@ -141,9 +142,6 @@ func (r *Replica) onSnapshotChunk(m *codec.Message) {
 
 // HasReady reports whether Ready would return anything.
 func (r *Replica) HasReady() bool {
-	if r.readyOut {
-		return false
-	}
 	if r.flushNeeded {
 		r.flushAccepts()
 	}
@@ -153,11 +151,8 @@ func (r *Replica) HasReady() bool {
 }
 
 // Ready hands out the pending work (see the Ready type for the order the driver follows).
-// Exactly one Ready may be outstanding: call Advance before the next Ready.
+// Several Readies may be outstanding; Advance them in the order they were handed out.
 func (r *Replica) Ready() Ready {
-	if r.readyOut {
-		panic(fmt.Sprintf("core: replica %d: Ready called before Advance of the previous Ready", r.id))
-	}
 	if r.flushNeeded {
 		r.flushAccepts()
 	}
@@ -168,6 +163,7 @@ func (r *Replica) Ready() Ready {
 		Messages:             r.msgs,
 		MessagesAfterPersist: r.msgsAfter,
 		SnapshotSlot:         r.pendingInstall,
+		commit:               r.commit,
 	}
 	rd.MustSync = len(rd.Entries) > 0 || r.promised != r.savedPromised
 	for s := r.handedNext; s < r.commit; s++ {
@@ -175,18 +171,19 @@ func (r *Replica) Ready() Ready {
 		rd.Chosen = append(rd.Chosen, codec.Entry{Slot: s, Ballot: st.ballot, Value: st.value})
 	}
 	r.savedPromised, r.savedCommit = r.promised, r.savableCommit
-	r.handedNext, r.readyCommit = r.commit, r.commit
+	r.handedNext = r.commit
 	r.unstable, r.msgs, r.msgsAfter, r.pendingInstall = nil, nil, nil, 0
-	r.readyOut = true
+	r.readyOut++
 	return rd
 }
 
-// Advance acknowledges that rd was persisted, sent and applied.
+// Advance acknowledges that rd was persisted, sent and applied. Readies are advanced in the
+// order Ready handed them out.
 func (r *Replica) Advance(rd Ready) {
-	if !r.readyOut {
+	if r.readyOut == 0 {
 		panic(fmt.Sprintf("core: replica %d: Advance without an outstanding Ready", r.id))
 	}
-	r.readyOut = false
+	r.readyOut--
 	for _, e := range rd.Entries {
 		if st := r.log[e.Slot]; st != nil && st.ballot == e.Ballot {
 			st.durable = e.Ballot
@@ -195,17 +192,16 @@ func (r *Replica) Advance(rd Ready) {
 	if rd.MustSaveHardState && r.durablePromised.Less(rd.HardState.Promised) {
 		r.durablePromised = rd.HardState.Promised
 	}
-	if n := len(rd.Chosen); n > 0 {
-		r.applied = max(r.applied, rd.Chosen[n-1].Slot+1)
+	if n := len(rd.Chosen); n > 0 && rd.Chosen[n-1].Slot >= r.applied {
+		r.retainedBytes += r.bytesIn(max(r.applied, r.logStart), rd.Chosen[n-1].Slot+1)
+		r.applied = rd.Chosen[n-1].Slot + 1
 	}
 	if rd.SnapshotSlot > r.applied {
-		r.applied = rd.SnapshotSlot
+		r.applied = rd.SnapshotSlot // onSnapshotChunk dropped every slot below it
 	}
-	// Every chosen slot below readyCommit was in rd.Entries or an earlier Ready: durable now.
-	r.savableCommit = max(r.savableCommit, r.readyCommit)
-	if r.applied > uint64(r.cfg.RetainSlots) {
-		r.trimBelow(r.applied - uint64(r.cfg.RetainSlots))
-	}
+	// Every chosen slot below rd.commit was in rd.Entries or an earlier Ready: durable now.
+	r.savableCommit = max(r.savableCommit, rd.commit)
+	r.trimRetained()
 	r.maybeCountSelfPromise()
 	if r.role == roleLeader {
 		r.maybeCommit()

@@ -145,7 +145,8 @@ func (r *Replica) flushAccepts() {
 			m := codec.Message{Type: codec.TypeAccept, From: r.id, To: pr.id, Ballot: r.ballot,
 				Slot: start, Commit: r.commit}
 			bytesSum := 0
-			for s := start; s < limit && (len(m.Values) == 0 || bytesSum+len(r.log[s].value) <= r.cfg.CatchUpBytesMax); s++ {
+			for s := start; s < limit && len(m.Values) < r.cfg.AcceptValuesMax &&
+				(len(m.Values) == 0 || bytesSum+len(r.log[s].value) <= r.cfg.CatchUpBytesMax); s++ {
 				m.Values = append(m.Values, r.log[s].value)
 				bytesSum += len(r.log[s].value)
 			}

@@ -61,11 +61,14 @@ type Replica struct {
 	// Learner. Invariant: applied <= handedNext <= commit, logStart <= handedNext (a snapshot
 	// install moves logStart before Advance moves applied), and every slot in
 	// [logStart, commit) is in log holding its chosen value.
-	commit       uint64
-	handedNext   uint64 // Ready.Chosen handed out every slot < handedNext
-	applied      uint64 // Advance acknowledged every slot < applied
-	snapshotSlot uint64 // every slot < snapshotSlot is covered by an application snapshot
-	catchUp      catchUpState
+	commit     uint64
+	handedNext uint64 // Ready.Chosen handed out every slot < handedNext
+	applied    uint64 // Advance acknowledged every slot < applied
+	// retainedBytes: the bytes of the values of the slots in [logStart, applied) still in log
+	// (kept for catch-up; bounded by RetainSlots and RetainBytesMax).
+	retainedBytes int
+	snapshotSlot  uint64 // every slot < snapshotSlot is covered by an application snapshot
+	catchUp       catchUpState
 
 	// Proposer.
 	role        role
@@ -91,8 +94,7 @@ type Replica struct {
 	savableCommit  uint64 // every slot below it is chosen and durably stored
 	savedCommit    uint64 // the commit last handed out in Ready.HardState
 	savedPromised  codec.Ballot
-	readyOut       bool   // a Ready was handed out and not yet advanced
-	readyCommit    uint64 // commit when the outstanding Ready was made
+	readyOut       int    // Readies handed out and not yet advanced (advanced in order)
 	pendingInstall uint64 // snapshot slot to hand out in the next Ready
 }
 
@@ -179,6 +181,7 @@ func (r *Replica) restore(p Persisted) error {
 		r.commit++ // learned as chosen before the commit point reached the disk
 	}
 	r.handedNext = r.applied
+	r.retainedBytes = r.bytesIn(r.logStart, r.applied)
 	r.savableCommit, r.savedCommit = r.commit, p.HardState.Commit
 	return nil
 }
@@ -326,9 +329,33 @@ func (r *Replica) Compact(slot uint64) {
 func (r *Replica) trimBelow(slot uint64) {
 	slot = min(slot, r.applied)
 	for ; r.logStart < slot; r.logStart++ {
+		if st := r.log[r.logStart]; st != nil {
+			r.retainedBytes -= len(st.value)
+		}
 		delete(r.log, r.logStart)
 	}
 	r.logEnd = max(r.logEnd, r.logStart)
+}
+
+// trimRetained drops applied slots beyond RetainSlots, then beyond RetainBytesMax.
+func (r *Replica) trimRetained() {
+	if r.applied > uint64(r.cfg.RetainSlots) {
+		r.trimBelow(r.applied - uint64(r.cfg.RetainSlots))
+	}
+	for r.cfg.RetainBytesMax > 0 && r.retainedBytes > r.cfg.RetainBytesMax && r.logStart < r.applied {
+		r.trimBelow(r.logStart + 1)
+	}
+}
+
+// bytesIn sums the values of the slots in [from, to) held in log.
+func (r *Replica) bytesIn(from, to uint64) int {
+	sum := 0
+	for s := from; s < to; s++ {
+		if st := r.log[s]; st != nil {
+			sum += len(st.value)
+		}
+	}
+	return sum
 }
 
 // assertInvariants checks the cheap invariants after every input; a failure is a bug in core.
@@ -336,6 +363,9 @@ func (r *Replica) assertInvariants() {
 	if !(r.logStart <= r.handedNext && r.applied <= r.handedNext && r.handedNext <= r.commit) {
 		panic(fmt.Sprintf("core: replica %d: want logStart %d, applied %d <= handedNext %d <= commit %d",
 			r.id, r.logStart, r.applied, r.handedNext, r.commit))
+	}
+	if r.retainedBytes < 0 {
+		panic(fmt.Sprintf("core: replica %d: retained bytes %d below zero", r.id, r.retainedBytes))
 	}
 	if r.promised.Less(r.durablePromised) {
 		panic(fmt.Sprintf("core: replica %d: promised %v below durable promise %v", r.id, r.promised, r.durablePromised))

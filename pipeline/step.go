@@ -2,7 +2,9 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"runtime/pprof"
 	"time"
 
 	"github.com/mpaxos/mpaxos/codec"
@@ -21,14 +23,24 @@ const peerBurstMax = 512
 
 // persistJob is one Ready's durable part, handed to the persist goroutine.
 type persistJob struct {
+	seq       uint64 // the Ready's place in the FIFO of persists
 	hardState []byte // nil: nothing to save
 	entries   []codec.Entry
 	start     time.Time
 }
 
 type persistResult struct {
-	err   error
-	start time.Time
+	seq uint64
+	err error
+}
+
+// pendingReady is a Ready handed out by core whose persist is in flight (or, if durable, one
+// that waits for an earlier persist: Readies finish in the order core handed them out).
+type pendingReady struct {
+	rd      core.Ready
+	seq     uint64
+	parts   int  // parts of its persist not yet durable: the entries, the hard state
+	applied bool // Chosen already went to the apply stage when the Ready was taken
 }
 
 // applyJob is work for the apply goroutine: chosen entries in slot order, or (failAll) an
@@ -49,8 +61,11 @@ type stepper struct {
 	heldOpened time.Time
 	heldCount  int
 
-	readyOut bool // a Ready is being persisted
-	pending  core.Ready
+	// pending: Readies whose persist is in flight, oldest first (at most PersistInflightMax).
+	// core allows several outstanding; they are finished and advanced strictly in order.
+	pending   []pendingReady
+	nextSeq   uint64
+	unapplied int // pending Readies whose Chosen waits for their persist (order: later ones wait too)
 
 	leading        bool
 	ballot         codec.Ballot
@@ -91,7 +106,7 @@ func (n *Node) runStep() {
 				s.fail(res.err)
 				return
 			}
-			s.finish(s.pending)
+			s.persisted(res.seq)
 		case <-n.stop:
 			s.shutdown()
 			return
@@ -136,9 +151,11 @@ func (s *stepper) propose() {
 				s.held = nil // cannot happen with a validated Config; its requests time out
 				continue
 			}
-			// The window is full: let the open batch grow, but close it after the linger
-			// so the next free slot gets a batch of bounded age.
-			n.batcher.CloseExpired(time.Now())
+			// The window is full: the open batch keeps growing (up to the batch bounds)
+			// until a slot frees. It is not closed at the linger here: closed batches queue
+			// one per slot, so a linger shorter than the round trip (which is mostly the
+			// fsync) would cap throughput at Window x (commands per linger) per round trip
+			// and let an open-loop backlog grow without bound (see docs/BENCHMARKS.md).
 			break
 		}
 		now := time.Now()
@@ -192,54 +209,113 @@ func (s *stepper) dropPending(status codec.Status) {
 	n.applyCh <- applyJob{failAll: true, status: status}
 }
 
-// ready drains core's Ready: Messages leave at once, the durable part goes to the persist
-// goroutine, and the rest waits for it (finish).
+// ready drains core's Readies while fewer than PersistInflightMax persists are in flight:
+// Messages leave at once, the durable part queues behind the earlier persists (the WAL
+// group-commits them), and the rest waits for it (finish). So the leader keeps proposing and
+// sending Accepts while earlier entries sync, and a follower keeps accepting while its
+// previous batch syncs.
 func (s *stepper) ready() {
-	if s.readyOut || !s.r.HasReady() {
-		return
+	for len(s.pending) < s.n.cfg.PersistInflightMax && s.r.HasReady() {
+		s.readyOne()
 	}
+}
+
+func (s *stepper) readyOne() {
 	rd := s.r.Ready()
 	n := s.n
 	for i := range rd.Messages {
 		n.send(&rd.Messages[i])
 	}
-	job := persistJob{entries: rd.Entries, start: time.Now()}
+	p := pendingReady{rd: rd, seq: s.nextSeq}
+	s.nextSeq++
+	if rd.SnapshotSlot == 0 && s.unapplied == 0 {
+		// Chosen values are durable on a majority already: the answers need not wait for
+		// this replica's own fsync. A snapshot install waits for its persist, and whatever
+		// is chosen after it waits behind it (the apply stage takes everything in order).
+		s.apply(rd.Chosen)
+		p.applied = true
+	}
+	job := persistJob{seq: p.seq, entries: rd.Entries, start: time.Now()}
 	if rd.MustSaveHardState && (rd.HardState.Promised != s.savedPromised ||
 		job.start.Sub(s.lastCommitSave) >= commitSaveInterval) {
 		job.hardState = encodeHardState(rd.HardState)
 		s.savedPromised, s.lastCommitSave = rd.HardState.Promised, job.start
 	}
-	if job.hardState == nil && len(job.entries) == 0 {
-		s.finish(rd)
+	if len(job.entries) > 0 {
+		p.parts++
+	}
+	if job.hardState != nil {
+		p.parts++
+	}
+	if p.parts == 0 && len(s.pending) == 0 {
+		s.finish(p)
 		return
 	}
-	s.readyOut, s.pending = true, rd
-	n.persistCh <- job // capacity 1 and one Ready at a time: never blocks
+	// With nothing to write it still waits its turn: it may vouch for what earlier Readies write.
+	if p.parts > 0 {
+		n.persistCh <- job // capacity PersistInflightMax, and at most that many pending: never blocks
+	}
+	if !p.applied {
+		s.unapplied++
+	}
+	s.pending = append(s.pending, p)
 }
 
-// finish completes a Ready whose durable part is durable.
-func (s *stepper) finish(rd core.Ready) {
+// persisted records that one part of the persist of the Ready with sequence seq is durable
+// and finishes, in order, every pending Ready that is wholly durable and has no earlier one
+// still in flight.
+func (s *stepper) persisted(seq uint64) {
+	for i := range s.pending {
+		if s.pending[i].seq == seq {
+			s.pending[i].parts--
+			break
+		}
+	}
+	done := 0
+	for done < len(s.pending) && s.pending[done].parts == 0 {
+		p := s.pending[done]
+		s.pending[done] = pendingReady{}
+		done++
+		if !p.applied {
+			s.unapplied--
+		}
+		s.finish(p)
+	}
+	s.pending = s.pending[:copy(s.pending, s.pending[done:])]
+}
+
+// finish completes a Ready whose durable part (and every earlier Ready's) is durable.
+func (s *stepper) finish(p pendingReady) {
 	n := s.n
+	rd := p.rd
 	for i := range rd.MessagesAfterPersist {
 		n.send(&rd.MessagesAfterPersist[i])
 	}
 	if rd.SnapshotSlot != 0 {
-		n.log.Warn("pipeline: snapshot install requested but snapshots are not implemented", "slot", rd.SnapshotSlot)
+		n.installSnapshot(rd.SnapshotSlot)
 	}
-	if len(rd.Chosen) > 0 {
-		now := time.Now()
-		for _, e := range rd.Chosen {
-			n.ring.put(e.Slot, e.Value)
-			i := e.Slot % uint64(len(s.proposedSlot))
-			if s.proposedSlot[i] == e.Slot && !s.proposedAt[i].IsZero() {
-				n.latency.phase2.record(now.Sub(s.proposedAt[i]))
-				s.proposedAt[i] = time.Time{}
-			}
-		}
-		n.applyCh <- applyJob{entries: rd.Chosen, handed: now}
+	if !p.applied {
+		s.apply(rd.Chosen)
 	}
 	s.r.Advance(rd)
-	s.readyOut, s.pending = false, core.Ready{}
+}
+
+// apply hands chosen entries to the apply stage (in slot order) and to the chosen-value cache.
+func (s *stepper) apply(chosen []codec.Entry) {
+	if len(chosen) == 0 {
+		return
+	}
+	n := s.n
+	now := time.Now()
+	for _, e := range chosen {
+		n.ring.put(e.Slot, e.Value)
+		i := e.Slot % uint64(len(s.proposedSlot))
+		if s.proposedSlot[i] == e.Slot && !s.proposedAt[i].IsZero() {
+			n.latency.phase2.record(now.Sub(s.proposedAt[i]))
+			s.proposedAt[i] = time.Time{}
+		}
+	}
+	n.applyCh <- applyJob{entries: chosen, handed: now}
 }
 
 func (n *Node) send(m *codec.Message) {
@@ -249,18 +325,23 @@ func (n *Node) send(m *codec.Message) {
 	n.net.Send(m)
 }
 
-// shutdown ends the step loop on Stop: the Ready being persisted completes (its chosen
+// shutdown ends the step loop on Stop: the Readies being persisted complete (their chosen
 // entries are applied and answered), every other waiting request gets StatusShutdown.
 func (s *stepper) shutdown() {
 	n := s.n
-	if s.readyOut {
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for len(s.pending) > 0 {
 		select {
 		case res := <-n.persistDone:
-			if res.err == nil {
-				s.finish(s.pending)
+			if res.err != nil {
+				s.pending, s.unapplied = nil, 0
+				break
 			}
-		case <-time.After(10 * time.Second):
-			n.log.Error("pipeline: stop: WAL write still running after 10s")
+			s.persisted(res.seq)
+		case <-timeout.C:
+			n.log.Error("pipeline: stop: WAL writes still running after 10s", "readies", len(s.pending))
+			s.pending, s.unapplied = nil, 0
 		}
 	}
 	s.dropPending(codec.StatusShutdown)
@@ -278,22 +359,45 @@ func (s *stepper) fail(err error) {
 	case n.fatal <- errors.Join(ErrWAL, err):
 	default:
 	}
-	s.readyOut = false
+	s.pending, s.unapplied = nil, 0
 	s.dropPending(codec.StatusUnavailable)
 	close(n.applyCh)
 	close(n.persistCh)
 }
 
-// runPersist is the persist goroutine: entries become WAL records keyed by slot (appended
-// asynchronously: the WAL group-commits everything queued into one fsync), the hard state is
-// saved alongside, and the step loop hears once both are durable.
+// runPersist is the persist goroutine: entries become WAL records keyed by slot, appended
+// asynchronously (the WAL group-commits everything queued into one fsync and completes
+// appends in order), so it goes on to the next Ready at once. The hard state (rare: a new
+// promise, or the commit point every commitSaveInterval) is saved by a goroutine of its own,
+// in order, so its fsync does not hold up the entries of the Readies behind it; saving a
+// Ready's hard state before an earlier Ready's entries are durable is safe (the promise only
+// rises, and the commit point covers only entries already durable). The step loop hears of
+// each part of each Ready once it is durable; it restores the order itself.
 func (n *Node) runPersist() {
 	defer close(n.persistExit)
+	hardStates := make(chan persistJob, n.cfg.PersistInflightMax)
+	saverDone := make(chan struct{})
+	go pprof.Do(context.Background(), pprof.Labels("stage", "hardstate"), func(context.Context) {
+		defer close(saverDone)
+		for job := range hardStates {
+			// persistDone holds two results per Ready in flight: never blocks.
+			n.persistDone <- persistResult{seq: job.seq, err: n.wal.SaveHardState(job.hardState)}
+		}
+	})
+	defer func() {
+		close(hardStates)
+		<-saverDone
+	}()
 	var arena []byte
 	var recs []wal.Record
 	var offsets []int
-	walDone := make(chan error, 1)
 	for job := range n.persistCh {
+		if job.hardState != nil {
+			hardStates <- job // capacity PersistInflightMax, as persistCh: never blocks
+		}
+		if len(job.entries) == 0 {
+			continue
+		}
 		arena, recs, offsets = arena[:0], recs[:0], offsets[:0]
 		for i := range job.entries {
 			offsets = append(offsets, len(arena))
@@ -303,23 +407,17 @@ func (n *Node) runPersist() {
 		for i := range job.entries {
 			recs = append(recs, wal.Record{Type: recordEntry, Key: job.entries[i].Slot, Payload: arena[offsets[i]:offsets[i+1]]})
 		}
-		var appendErr, hardStateErr error
-		queued := false
-		if len(recs) > 0 {
-			appendErr = n.wal.AppendAsync(recs, func(err error) { walDone <- err })
-			queued = appendErr == nil
+		seq, start := job.seq, job.start
+		// done runs on the WAL writer goroutine; persistDone holds two results per Ready in
+		// flight, so it never blocks the writer.
+		err := n.wal.AppendAsync(recs, func(err error) {
+			d := time.Since(start)
+			n.latency.persist.record(d)
+			n.metrics.persistSeconds.Observe(d.Seconds())
+			n.persistDone <- persistResult{seq: seq, err: err}
+		})
+		if err != nil {
+			n.persistDone <- persistResult{seq: job.seq, err: err}
 		}
-		if job.hardState != nil {
-			// Saved while the WAL writer syncs the entries: two fsyncs in parallel.
-			hardStateErr = n.wal.SaveHardState(job.hardState)
-		}
-		if queued {
-			appendErr = <-walDone
-		}
-		err := errors.Join(appendErr, hardStateErr)
-		d := time.Since(job.start)
-		n.latency.persist.record(d)
-		n.metrics.persistSeconds.Observe(d.Seconds())
-		n.persistDone <- persistResult{err: err, start: job.start}
 	}
 }

@@ -18,21 +18,24 @@ type Options struct {
 	FaultTicks int // ticks with faults and client load
 	QuietTicks int // then: faults stop; every pending proposal must be chosen within this bound
 
-	DropPercent       int // a message is lost
-	DuplicatePercent  int // a message is delivered twice
-	DelayTicksMax     int // a message takes [0, DelayTicksMax] ticks (reordering follows)
-	PersistTicksMax   int // a Ready's persist takes [0, PersistTicksMax] ticks
-	CrashPerMille     int // per replica per tick
-	DownTicksMax      int // a crashed replica restarts after [1, DownTicksMax] ticks
-	PartitionPerMille int // per tick, a new random partition (heals after [1, PartitionTicksMax])
-	PartitionTicksMax int
-	CampaignPerMille  int // per replica per tick, a replica starts phase 1 unprompted (duels)
-	CompactPerMille   int // per replica per tick, the application snapshots and compacts
-	ProposePercent    int // per tick, a client submits a new value
-	PendingMax        int // clients stop submitting while this many values are unanswered
+	DropPercent      int // a message is lost
+	DuplicatePercent int // a message is delivered twice
+	DelayTicksMax    int // a message takes [0, DelayTicksMax] ticks (reordering follows)
+	PersistTicksMax  int // a Ready's persist takes [0, PersistTicksMax] ticks
+	// PersistsInflightMax: each replica keeps up to [1, PersistsInflightMax] (drawn per replica)
+	// Readies persisting at once, completed in order (the pipeline's asynchronous WAL writes).
+	PersistsInflightMax int
+	CrashPerMille       int // per replica per tick
+	DownTicksMax        int // a crashed replica restarts after [1, DownTicksMax] ticks
+	PartitionPerMille   int // per tick, a new random partition (heals after [1, PartitionTicksMax])
+	PartitionTicksMax   int
+	CampaignPerMille    int // per replica per tick, a replica starts phase 1 unprompted (duels)
+	CompactPerMille     int // per replica per tick, the application snapshots and compacts
+	ProposePercent      int // per tick, a client submits a new value
+	PendingMax          int // clients stop submitting while this many values are unanswered
 
-	// LyingDisk makes a crash also lose the last persisted Ready (a disk that acknowledged a
-	// sync it did not do). Only for testing that the simulator catches broken durability.
+	// LyingDisk makes a crash also lose the last persisted Ready that wrote anything (a disk
+	// that acknowledged a sync it did not do). Only for testing that the simulator catches broken durability.
 	LyingDisk bool
 
 	// Config adjusts each replica's core.Config (after the simulator's defaults).
@@ -45,7 +48,8 @@ func DefaultOptions(seed uint64, replicas int) Options {
 		Seed: seed, Replicas: replicas,
 		FaultTicks: 300, QuietTicks: 400, // liveness bound: 40 election timeouts
 		DropPercent: 5, DuplicatePercent: 3, DelayTicksMax: 3, PersistTicksMax: 2,
-		CrashPerMille: 4, DownTicksMax: 30,
+		PersistsInflightMax: 4,
+		CrashPerMille:       4, DownTicksMax: 30,
 		PartitionPerMille: 8, PartitionTicksMax: 40,
 		CampaignPerMille: 3, CompactPerMille: 5,
 		ProposePercent: 40, PendingMax: 16,
@@ -72,6 +76,7 @@ type Result struct {
 	Partitions    int
 	Messages      int // messages delivered
 	LivenessTicks int // ticks after faults stopped until everything pending was chosen everywhere
+	Overlapped    int // Readies taken while an earlier one was still persisting
 }
 
 type envelope struct {
@@ -86,22 +91,25 @@ type disk struct {
 }
 
 type persistJob struct {
-	rd     core.Ready
-	doneAt int
+	rd      core.Ready
+	doneAt  int
+	applied bool // Chosen was applied when the Ready was taken
 }
 
 type node struct {
-	id       uint32
-	lastSync disk // LyingDisk: the disk before the last persist
-	cfg      core.Config
-	r        *core.Replica // nil while crashed
-	disk     disk
-	job      *persistJob
-	applied  [][]byte // the state machine: values applied in slot order (volatile)
-	downTill int
-	incoming [][]byte     // a snapshot fetched from a peer, until Ready.SnapshotSlot installs it
-	vouched  codec.Ballot // highest ballot a sent Promise or Accepted vouched for
-	promised codec.Ballot // last promised ballot seen in this life
+	id          uint32
+	lastSync    disk // LyingDisk: the disk before the last persist
+	cfg         core.Config
+	r           *core.Replica // nil while crashed
+	disk        disk
+	jobs        []*persistJob // persists in flight, completed in order
+	persistsMax int           // most persists in flight at once (1 = one Ready at a time)
+	applyEarly  bool          // apply Chosen when the Ready is taken, not after its persist
+	applied     [][]byte      // the state machine: values applied in slot order (volatile)
+	downTill    int
+	incoming    [][]byte     // a snapshot fetched from a peer, until Ready.SnapshotSlot installs it
+	vouched     codec.Ballot // highest ballot a sent Promise or Accepted vouched for
+	promised    codec.Ballot // last promised ballot seen in this life
 }
 
 // Chosen serves catch-up from the state machine's applied values (they were handed out as
@@ -121,18 +129,19 @@ func (n *node) Chosen(from uint64, maxSlots, maxBytes int, dst [][]byte) ([][]by
 }
 
 type world struct {
-	opts      Options
-	rng       *rand.Rand
-	now       int
-	nodes     []*node
-	network   []envelope
-	group     map[uint32]int // partition group per replica; equal groups can talk
-	healAt    int
-	global    [][]byte        // the chosen log, as first applied anywhere
-	proposed  map[string]bool // every value any client submitted
-	pending   []pendingValue  // submitted, not yet seen chosen
-	clientSeq uint64
-	res       Result
+	opts          Options
+	rng           *rand.Rand
+	now           int
+	nodes         []*node
+	network       []envelope
+	group         map[uint32]int // partition group per replica; equal groups can talk
+	healAt        int
+	global        [][]byte        // the chosen log, as first applied anywhere
+	proposed      map[string]bool // every value any client submitted
+	pending       []pendingValue  // submitted, not yet seen chosen
+	clientSeq     uint64
+	commitChecked uint64 // every slot below it was durable on a majority when first committed
+	res           Result
 }
 
 type pendingValue struct {
@@ -196,11 +205,15 @@ func (w *world) start() {
 		cfg.ValueBytesMax, cfg.InflightBytesMax = 256, 256*cfg.Window
 		cfg.CatchUpSlotsMax, cfg.CatchUpBytesMax = 1+w.rng.IntN(8), 512
 		cfg.RetainSlots = w.rng.IntN(8)
+		cfg.RetainBytesMax = w.rng.IntN(1024) // 0: slots only
 		cfg.Rand = rand.New(rand.NewPCG(w.opts.Seed, uint64(id)))
+		cfg.StepValuesOwned = w.rng.IntN(2) == 0 // then deliver does not scribble over its messages
 		if w.opts.Config != nil {
 			w.opts.Config(&cfg)
 		}
 		n := &node{id: id, cfg: cfg, disk: disk{entries: map[uint64]codec.Entry{}}, lastSync: disk{entries: map[uint64]codec.Entry{}}}
+		n.persistsMax = 1 + w.rng.IntN(max(w.opts.PersistsInflightMax, 1))
+		n.applyEarly = w.rng.IntN(2) == 0
 		w.nodes = append(w.nodes, n)
 		w.restart(n)
 	}
@@ -212,7 +225,7 @@ func (w *world) restart(n *node) {
 	for _, s := range sortedSlots(n.disk.entries) {
 		p.Entries = append(p.Entries, n.disk.entries[s])
 	}
-	n.applied, n.job, n.incoming = slices.Clone(n.disk.snapshot), nil, nil
+	n.applied, n.jobs, n.incoming = slices.Clone(n.disk.snapshot), nil, nil
 	r, err := core.New(n.cfg, p, n)
 	if err != nil {
 		w.fail("restart from persisted state", "replica %d: %v", n.id, err)
@@ -307,22 +320,29 @@ func (w *world) transferSnapshots() {
 	}
 }
 
-// crash loses everything not yet persisted. A persist in progress may have written part of
-// its entries and perhaps the hard state (a WAL write torn at a record boundary).
+// crash loses everything not yet persisted. The persists in flight are one FIFO of writes:
+// a crash keeps some prefix of their entries, in order, torn at a record boundary. The hard
+// state is saved apart from the entries (its own file), so the latest hard state of some
+// prefix of the in-flight persists may have reached the disk, ahead of their entries.
 func (w *world) crash(n *node) {
-	if n.job != nil && w.rng.IntN(2) == 0 {
-		rd := n.job.rd
-		for _, e := range rd.Entries[:w.rng.IntN(len(rd.Entries)+1)] {
+	if len(n.jobs) > 0 && w.rng.IntN(2) == 0 {
+		var entries []codec.Entry
+		for _, j := range n.jobs {
+			entries = append(entries, j.rd.Entries...)
+		}
+		for _, e := range entries[:w.rng.IntN(len(entries)+1)] {
 			n.disk.entries[e.Slot] = e
 		}
-		if rd.MustSaveHardState && w.rng.IntN(2) == 0 {
-			n.disk.hardState = rd.HardState
+		for _, j := range n.jobs[:w.rng.IntN(len(n.jobs)+1)] {
+			if j.rd.MustSaveHardState {
+				n.disk.hardState = j.rd.HardState
+			}
 		}
 	}
 	if w.opts.LyingDisk {
 		n.disk = n.lastSync
 	}
-	n.r, n.job, n.incoming = nil, nil, nil
+	n.r, n.jobs, n.incoming = nil, nil, nil
 	n.downTill = w.now + 1 + w.rng.IntN(w.opts.DownTicksMax)
 	w.res.Crashes++
 }

@@ -116,7 +116,7 @@ func TestSimReplaysSeedExactly(t *testing.T) {
 		if a != b {
 			t.Fatalf("seed 42, %d replicas ran differently twice: %+v vs %+v", n, a, b)
 		}
-		if a.Chosen == 0 || a.Crashes+a.Partitions == 0 {
+		if a.Chosen == 0 || a.Crashes+a.Partitions == 0 || a.Overlapped == 0 {
 			t.Fatalf("seed 42 exercised nothing: %+v", a)
 		}
 	}
@@ -125,7 +125,7 @@ func TestSimReplaysSeedExactly(t *testing.T) {
 // The checks have teeth: a disk that forgets what it acknowledged as synced (the sim's own
 // fault, not core's) must be caught by some invariant within a few seeds.
 func TestSimCatchesALyingDisk(t *testing.T) {
-	for seed := uint64(1); seed <= 50; seed++ {
+	for seed := uint64(1); seed <= 200; seed++ {
 		opts := DefaultOptions(seed, 3)
 		opts.LyingDisk = true
 		if _, err := Run(opts); err != nil {
@@ -133,5 +133,5 @@ func TestSimCatchesALyingDisk(t *testing.T) {
 			return
 		}
 	}
-	t.Fatal("50 seeds with a lying disk broke no invariant")
+	t.Fatal("200 seeds with a lying disk broke no invariant")
 }

@@ -27,11 +27,31 @@ func (w *world) step(load bool) {
 }
 
 func (w *world) checkPromised(n *node) {
-	p := n.r.Status().Promised
-	if p.Less(n.promised) {
-		w.fail("promised never goes down", "replica %d: promised went from %v to %v", n.id, n.promised, p)
+	st := n.r.Status()
+	if st.Promised.Less(n.promised) {
+		w.fail("promised never goes down", "replica %d: promised went from %v to %v", n.id, n.promised, st.Promised)
 	}
-	n.promised = p
+	n.promised = st.Promised
+	w.checkCommitDurable(n, st.Commit)
+}
+
+// checkCommitDurable: the first time any replica's commit point passes a slot, a majority of
+// the disks hold an entry for it (or a snapshot covering it): every vote that made it chosen,
+// the leader's own included, was durable when it was counted. A leader counting its own vote
+// before its persist is caught at once, not only after an unlucky crash.
+func (w *world) checkCommitDurable(n *node, commit uint64) {
+	for ; w.commitChecked < commit; w.commitChecked++ {
+		s, holders := w.commitChecked, 0
+		for _, m := range w.nodes {
+			if _, ok := m.disk.entries[s]; ok || s < uint64(len(m.disk.snapshot)) {
+				holders++
+			}
+		}
+		if holders < len(w.nodes)/2+1 {
+			w.fail("chosen only when durable on a majority", "replica %d committed slot %d with only %d of %d disks holding it",
+				n.id, s, holders, len(w.nodes))
+		}
+	}
 }
 
 func (w *world) connected(from, to uint32) bool {
@@ -74,7 +94,9 @@ func (w *world) deliver() {
 		if err := n.r.Step(m); err != nil {
 			w.fail("well-formed messages are accepted", "replica %d: %v", n.id, err)
 		}
-		scribble(m)
+		if !n.cfg.StepValuesOwned {
+			scribble(m)
+		}
 		w.checkPromised(n)
 		w.res.Messages++
 	}
@@ -139,21 +161,20 @@ func (w *world) clients(load bool) {
 	}
 }
 
-// drive moves one replica's Ready cycle: a finished persist releases MessagesAfterPersist,
-// applies Chosen and advances; then a new Ready sends Messages at once and starts persisting.
+// drive moves one replica's Ready cycle: a finished persist (the oldest in flight: they
+// complete in order) releases MessagesAfterPersist, applies Chosen and advances; while fewer
+// than persistsMax persists are in flight a new Ready sends Messages at once and starts
+// persisting behind the others.
 func (w *world) drive(n *node) {
 	for range 8 {
 		if n.r == nil {
 			return
 		}
-		if n.job != nil {
-			if n.job.doneAt > w.now {
-				return
-			}
+		if len(n.jobs) > 0 && n.jobs[0].doneAt <= w.now {
 			w.finishPersist(n)
 			continue
 		}
-		if !n.r.HasReady() {
+		if len(n.jobs) >= n.persistsMax || !n.r.HasReady() {
 			return
 		}
 		rd := n.r.Ready()
@@ -161,8 +182,35 @@ func (w *world) drive(n *node) {
 			w.checkNotVouching(n, m)
 			w.send(m)
 		}
-		n.job = &persistJob{rd: rd, doneAt: w.now + w.rng.IntN(w.opts.PersistTicksMax+1)}
+		job := &persistJob{rd: rd, doneAt: w.now + w.rng.IntN(w.opts.PersistTicksMax+1)}
+		if k := len(n.jobs); k > 0 {
+			job.doneAt = max(job.doneAt, n.jobs[k-1].doneAt) // FIFO: never before an earlier persist
+			w.res.Overlapped++
+		}
+		if n.applyEarly && w.mayApplyEarly(n, rd) {
+			// Like the pipeline: chosen values are durable on a majority, so they may be
+			// applied before this replica's own persist, in order.
+			for _, e := range rd.Chosen {
+				w.apply(n, e)
+			}
+			job.applied = true
+		}
+		n.jobs = append(n.jobs, job)
 	}
+}
+
+// mayApplyEarly: rd's Chosen may be applied now if it installs no snapshot (that waits for
+// the persist) and every Ready still persisting was applied already (order).
+func (w *world) mayApplyEarly(n *node, rd core.Ready) bool {
+	if rd.SnapshotSlot != 0 {
+		return false
+	}
+	for _, j := range n.jobs {
+		if !j.applied {
+			return false
+		}
+	}
+	return true
 }
 
 // checkNotVouching: a message sent before the persist must not vouch for anything.
@@ -173,9 +221,10 @@ func (w *world) checkNotVouching(n *node, m codec.Message) {
 }
 
 func (w *world) finishPersist(n *node) {
-	rd := n.job.rd
-	n.job = nil
-	if w.opts.LyingDisk {
+	rd, applied := n.jobs[0].rd, n.jobs[0].applied
+	n.jobs[0] = nil
+	n.jobs = n.jobs[1:]
+	if w.opts.LyingDisk && (len(rd.Entries) > 0 || rd.MustSaveHardState) {
 		n.lastSync = disk{hardState: n.disk.hardState, entries: maps.Clone(n.disk.entries), snapshot: n.disk.snapshot}
 	}
 	for _, e := range rd.Entries {
@@ -191,8 +240,10 @@ func (w *world) finishPersist(n *node) {
 		w.checkDurable(n, m)
 		w.send(m)
 	}
-	for _, e := range rd.Chosen {
-		w.apply(n, e)
+	if !applied {
+		for _, e := range rd.Chosen {
+			w.apply(n, e)
+		}
 	}
 	n.r.Advance(rd)
 	w.checkPromised(n)
