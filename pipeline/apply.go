@@ -64,17 +64,28 @@ func (r *replies) flush() {
 	clear(r.index)
 }
 
-// runApply is the apply goroutine: it walks chosen batches in slot order, applies each
-// command to the exactly-once table, and answers the client waiting for it (on this replica:
-// the one whose ingest took it) with its position, or, for a duplicate, the position of its
-// first application.
+// runApply is the apply goroutine: it walks chosen batches in slot order, decides each
+// command with the exactly-once table (core.Sessions), gives every applied command the next
+// dense offset, and answers the client waiting for it (on this replica: the one whose ingest
+// took it) with its position (slot, index, offset) — for a duplicate, the position of its one
+// application.
+//
+// The offset counts commands applied in slot order, skipping no-op slots, duplicates,
+// abandoned and refused commands, and empty-payload markers (embed.go): every replica that
+// applies the same log computes the same offsets. A restart replays the log from slot 0, or
+// from a snapshot that stores the next offset, so offsets survive restarts.
 func (n *Node) runApply() {
 	defer close(n.applyDone)
-	sessions := core.NewSessions(n.cfg.SessionsMax)
+	sessions := core.NewSessionsBounded(n.cfg.SessionsMax, n.cfg.SessionSeqsMax)
 	state := AppliedState{Digest: fnvOffset}
+	embed := n.newEmbedApply(sessions, &state)
+	state.Offset = embed.nextOffset()
+	initial := state
+	n.applied.Store(&initial)
 	out := replies{index: make(map[*netio.ClientConn]int)}
 	lim := n.cfg.Network.Limits
 	var it codec.BatchIter
+	var answers []codec.Response // one batch's answers, reused
 	for job := range n.applyCh {
 		if job.failAll {
 			n.waitMu.Lock()
@@ -85,6 +96,9 @@ func (n *Node) runApply() {
 			out.flush()
 			n.resumePaused()
 			continue
+		}
+		if len(job.entries) == 0 {
+			embed.install(sessions, &state) // a snapshot install marker (snapshot.go)
 		}
 		slots, commands, duplicates := 0, 0, 0
 		for _, e := range job.entries {
@@ -100,43 +114,67 @@ func (n *Node) runApply() {
 			}
 			n.waitMu.Lock()
 			waiting := n.waiters.len() > 0
+			n.waitMu.Unlock()
+			answers = answers[:0]
 			for it.Next() {
 				cmd := it.Command()
 				index := uint32(it.Index())
-				dup, origSlot, origIndex := sessions.Apply(cmd.ClientID, cmd.Seq, e.Slot, index)
+				offset := embed.nextOffset()
+				r := sessions.ApplyCommand(cmd.ClientID, cmd.Seq, cmd.SeqFloor, e.Slot, index, offset)
+				embed.command(e.Slot, index, cmd, r.Outcome != core.SessionApplied)
 				state.Digest = fnvUint64(fnvUint64(fnvUint64(state.Digest, uint64(index)), cmd.ClientID), cmd.Seq)
 				state.Digest = fnvBytes(state.Digest, cmd.Payload)
 				commands++
-				if dup {
+				if r.Outcome == core.SessionDuplicate {
 					duplicates++
 				}
-				if !waiting {
-					continue
+				if waiting {
+					answers = append(answers, answerOf(cmd, e.Slot, index, offset, r))
 				}
-				c := n.waiters.take(cmdKey{cmd.ClientID, cmd.Seq})
-				if c == nil {
-					continue
-				}
-				resp := codec.Response{ClientID: cmd.ClientID, Seq: cmd.Seq, Status: codec.StatusOK, Slot: e.Slot, Index: index}
-				if dup {
-					resp.Slot, resp.Index = origSlot, origIndex
-				}
-				out.add(c, resp)
 			}
-			n.waitMu.Unlock()
 			if err := it.Err(); err != nil {
 				n.log.Error("pipeline: chosen batch is malformed", "slot", e.Slot, "err", err)
 			}
+			if len(answers) > 0 {
+				n.waitMu.Lock()
+				for _, resp := range answers {
+					if c := n.waiters.take(cmdKey{resp.ClientID, resp.Seq}); c != nil {
+						out.add(c, resp)
+					}
+				}
+				n.waitMu.Unlock()
+			}
 		}
-		out.flush()
 		state.Commands += uint64(commands)
 		state.Duplicates += uint64(duplicates)
+		state.Offset = embed.nextOffset()
+		embed.endRound(sessions, &state)
 		snapshot := state
 		n.applied.Store(&snapshot)
+		// Answer only after the round is published: a client that got its answer finds its
+		// command in Applied, Read and Subscribe on this replica.
+		out.flush()
 		n.metrics.slotsChosen.Add(float64(slots))
 		n.metrics.commandsChosen.Add(float64(commands))
 		n.latency.applyToReply.record(time.Since(job.handed))
 		n.resumePaused()
 	}
 	// Closed by the step loop after its final failAll: nothing waits any more.
+}
+
+// answerOf is the Response for a command the table decided r for, applied (if it was) at
+// (slot, index, offset).
+func answerOf(cmd codec.Command, slot uint64, index uint32, offset uint64, r core.SessionResult) codec.Response {
+	resp := codec.Response{ClientID: cmd.ClientID, Seq: cmd.Seq, Status: codec.StatusOK}
+	switch r.Outcome {
+	case core.SessionApplied:
+		resp.Slot, resp.Index, resp.Offset = slot, index, offset
+	case core.SessionDuplicate:
+		resp.Slot, resp.Index, resp.Offset = r.Slot, r.Index, r.Offset
+	case core.SessionAbandoned:
+		resp.Status = codec.StatusAbandoned
+	default: // core.SessionRefused: seq too far above the client's floor
+		resp.Status = codec.StatusInvalid
+	}
+	return resp
 }

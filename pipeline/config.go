@@ -49,6 +49,9 @@ type Config struct {
 	InflightBytesMax int
 	// RetainSlots: applied slots core keeps in memory for catch-up (core.Config.RetainSlots).
 	RetainSlots int
+	// RetainBytesMax bounds those slots by the bytes of their values (core.Config.RetainBytesMax;
+	// 0: by count only). Older slots are served from the chosen-value cache.
+	RetainBytesMax int
 	// CatchUpSlotsMax / CatchUpBytesMax bound one catch-up reply.
 	CatchUpSlotsMax int
 	CatchUpBytesMax int
@@ -66,9 +69,21 @@ type Config struct {
 	PendingRequestsMax int
 	// SessionsMax bounds the exactly-once table (clients remembered).
 	SessionsMax int
+	// SessionSeqsMax bounds, per client, how far a command's seq may run ahead of its seq
+	// floor (the seqs remembered per client); beyond it the command is answered StatusInvalid
+	// and never applied. Every replica of a cluster must use the same value.
+	SessionSeqsMax int
 	// CacheBytesMax bounds the in-memory ring of recent chosen values that serves catch-up
 	// below core's retained slots.
 	CacheBytesMax int
+
+	// CacheColdBytesMax bounds the second tier of that cache: a ristretto cache of values that
+	// fell out of the ring, serving older catch-up and reads without the WAL. 0 turns it off.
+	CacheColdBytesMax int
+	// PersistInflightMax bounds the Readies whose WAL writes are in flight at once. Above 1
+	// the step loop goes on proposing, sending Accepts and accepting while earlier writes
+	// sync (the WAL group-commits them, completes them in order); 1 is one Ready at a time.
+	PersistInflightMax int
 
 	// WALSegmentBytes / WALQueueBytesMax: see wal.Options.
 	WALSegmentBytes  int64
@@ -77,6 +92,12 @@ type Config struct {
 	// Network holds netio's limits. Its identity fields (ListenAddr, ReplicaID, ClusterID,
 	// Secret, Peers, Logger) are filled in from the fields above.
 	Network netio.Config
+
+	// Snapshot bounds snapshots, compaction and snapshot transfer (see snapshot.go).
+	Snapshot SnapshotConfig
+	// Application, if set, is the replicated state machine the apply stage drives and
+	// snapshots (see embed.go); nil for a pure sequencer.
+	Application Application
 
 	// Logger receives the replica's events; nil means slog.Default().
 	Logger *slog.Logger
@@ -93,13 +114,17 @@ const (
 	DefaultWindow             = 16
 	DefaultInflightBytesMax   = 64 << 20
 	DefaultRetainSlots        = 1024
+	DefaultRetainBytesMax     = 16 << 20
 	DefaultCatchUpSlotsMax    = 256
 	DefaultCatchUpBytesMax    = 4 << 20
 	DefaultPeerQueueMax       = 16384
 	DefaultApplyQueueMax      = 1024
 	DefaultPendingRequestsMax = 1 << 18
 	DefaultSessionsMax        = 1 << 16
-	DefaultCacheBytesMax      = 128 << 20
+	DefaultSessionSeqsMax     = core.DefaultSessionSeqsMax
+	DefaultCacheBytesMax      = 32 << 20
+	DefaultPersistInflightMax = 64
+	DefaultCacheColdBytesMax  = 32 << 20
 )
 
 // DefaultConfig returns a Config with every limit at its default and fsync on.
@@ -113,6 +138,7 @@ func DefaultConfig() Config {
 		Window:             DefaultWindow,
 		InflightBytesMax:   DefaultInflightBytesMax,
 		RetainSlots:        DefaultRetainSlots,
+		RetainBytesMax:     DefaultRetainBytesMax,
 		CatchUpSlotsMax:    DefaultCatchUpSlotsMax,
 		CatchUpBytesMax:    DefaultCatchUpBytesMax,
 		Batching:           batching.DefaultConfig(),
@@ -120,10 +146,14 @@ func DefaultConfig() Config {
 		ApplyQueueMax:      DefaultApplyQueueMax,
 		PendingRequestsMax: DefaultPendingRequestsMax,
 		SessionsMax:        DefaultSessionsMax,
+		SessionSeqsMax:     DefaultSessionSeqsMax,
 		CacheBytesMax:      DefaultCacheBytesMax,
+		PersistInflightMax: DefaultPersistInflightMax,
+		CacheColdBytesMax:  DefaultCacheColdBytesMax,
 		WALSegmentBytes:    w.SegmentBytes,
 		WALQueueBytesMax:   w.QueueBytesMax,
 		Network:            defaultNetwork(),
+		Snapshot:           DefaultSnapshotConfig(),
 	}
 }
 
@@ -135,6 +165,10 @@ const DefaultHandshakeTimeout = time.Second
 func defaultNetwork() netio.Config {
 	nc := netio.DefaultConfig()
 	nc.HandshakeTimeout = DefaultHandshakeTimeout
+	// S2 off by default: on loopback and LAN links it costs the leader more CPU (one
+	// compression per peer link per Accept) than the bytes it saves are worth; measured in
+	// docs/BENCHMARKS.md ("Throughput"). Set Network.Features = codec.FeatureS2 for slow links.
+	nc.Features = 0
 	return nc
 }
 
@@ -192,7 +226,9 @@ func (c *Config) Validate() error {
 		{"ApplyQueueMax", c.ApplyQueueMax},
 		{"PendingRequestsMax", c.PendingRequestsMax},
 		{"SessionsMax", c.SessionsMax},
+		{"SessionSeqsMax", c.SessionSeqsMax},
 		{"CacheBytesMax", c.CacheBytesMax},
+		{"PersistInflightMax", c.PersistInflightMax},
 		{"WALQueueBytesMax", c.WALQueueBytesMax},
 	}
 	for _, f := range positive {
@@ -202,6 +238,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ElectionTicks <= c.HeartbeatTicks {
 		return invalid("ElectionTicks", "%d: must exceed HeartbeatTicks %d", c.ElectionTicks, c.HeartbeatTicks)
+	}
+	if c.CacheColdBytesMax < 0 {
+		return invalid("CacheColdBytesMax", "%d: must not be negative", c.CacheColdBytesMax)
+	}
+	if c.RetainBytesMax < 0 {
+		return invalid("RetainBytesMax", "%d: must not be negative", c.RetainBytesMax)
 	}
 	if c.RetainSlots < 0 {
 		return invalid("RetainSlots", "%d: must not be negative", c.RetainSlots)
@@ -221,6 +263,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CatchUpBytesMax > lim.FrameBytesMax/2 {
 		return invalid("CatchUpBytesMax", "%d exceeds half of Network.Limits.FrameBytesMax %d", c.CatchUpBytesMax, lim.FrameBytesMax)
+	}
+	if err := c.Snapshot.validate(lim.ValueBytesMax, c.Network.OutboundBytesMax); err != nil {
+		return err
 	}
 	return nil
 }
@@ -245,10 +290,13 @@ func (c *Config) coreConfig(r core.Rand) core.Config {
 	cc.RetransmitTicks = c.RetransmitTicks
 	cc.Window = c.Window
 	cc.ValueBytesMax = c.Network.Limits.ValueBytesMax
+	cc.AcceptValuesMax = c.Network.Limits.ValuesMax
+	cc.StepValuesOwned = true // HandlePeer copies every message into fresh memory (copyMessage)
 	cc.InflightBytesMax = c.InflightBytesMax
 	cc.CatchUpSlotsMax = c.CatchUpSlotsMax
 	cc.CatchUpBytesMax = c.CatchUpBytesMax
 	cc.RetainSlots = c.RetainSlots
+	cc.RetainBytesMax = c.RetainBytesMax
 	cc.Rand = r
 	return cc
 }

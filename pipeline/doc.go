@@ -14,11 +14,16 @@
 //
 // # Rules the stages keep
 //
-//   - One goroutine (the step loop) owns core.Replica. Exactly one Ready is outstanding: the
-//     step loop keeps stepping peer messages and ticking while it is persisted, so the next
-//     Ready carries everything that arrived meanwhile (group commit by construction).
+//   - One goroutine (the step loop) owns core.Replica. Persistence is asynchronous: up to
+//     Config.PersistInflightMax Readies are in flight at once, queued into the WAL (which
+//     group-commits them and completes them in order), so the leader keeps proposing and
+//     sending Accepts, and followers keep accepting, while earlier entries sync. Readies are
+//     finished (and advanced in core) strictly in the order core handed them out.
 //   - Messages leave before the persist (the leader's Accepts go out while its own WAL
-//     syncs); MessagesAfterPersist (Promises, Accepteds) only after it is durable.
+//     syncs); MessagesAfterPersist (Promises, Accepteds) only after it, and every earlier
+//     persist, is durable. The leader's own vote counts from that Advance, never earlier.
+//   - Chosen entries go to the apply stage when the Ready is taken (they are durable on a
+//     majority already), unless a snapshot install precedes them: then in order, after it.
 //   - A WAL record is one Entry: Key = slot, payload = ballot + value; the latest record for a
 //     slot supersedes earlier ones. The hard state (promise, commit point) is saved through
 //     wal.SaveHardState: at once when the promise changes, at most every 50 ms for a
@@ -39,7 +44,8 @@
 //
 // # Catch-up storage
 //
-// core serves catch-up from the slots it retains; below them it asks Storage, which here is
-// a byte-bounded in-memory ring of recent chosen values (Config.CacheBytesMax). A replica
-// further behind than the ring cannot catch up until snapshots exist.
+// core serves catch-up from the slots it retains (RetainSlots, RetainBytesMax); below them
+// it asks Storage, which here is a two-tier in-memory cache of chosen values: a byte-bounded
+// ring of the most recent ones (Config.CacheBytesMax) and a ristretto cache of older ones
+// (Config.CacheColdBytesMax). Hits and misses are in /metrics (mpaxos_chosen_cache_*).
 package pipeline

@@ -77,6 +77,8 @@ type Node struct {
 
 	latency stageLatencies
 	metrics *metrics
+
+	embedState // embed_apply.go: offset index, snapshots, snapshot transfer
 }
 
 // Start opens the WAL, recovers, starts the network, the admin server and the stages, and
@@ -105,11 +107,11 @@ func Start(cfg Config) (*Node, error) {
 		cfg:         cfg,
 		log:         logger,
 		batcher:     batcher,
-		ring:        newChosenRing(cfg.CacheBytesMax),
+		ring:        newChosenRing(cfg.CacheBytesMax, cfg.CacheColdBytesMax),
 		peerCh:      make(chan codec.Message, cfg.PeerQueueMax),
 		kick:        make(chan struct{}, 1),
-		persistCh:   make(chan persistJob, 1),
-		persistDone: make(chan persistResult, 1),
+		persistCh:   make(chan persistJob, cfg.PersistInflightMax),
+		persistDone: make(chan persistResult, 2*cfg.PersistInflightMax), // entries + hard state per Ready
 		applyCh:     make(chan applyJob, cfg.ApplyQueueMax),
 		stop:        make(chan struct{}),
 		stepDone:    make(chan struct{}),
@@ -133,7 +135,11 @@ func Start(cfg Config) (*Node, error) {
 		_ = n.wal.Close()
 		return nil, fmt.Errorf("%w: recover %s: %w", ErrWAL, cfg.DataDir, err)
 	}
-	if n.replica, err = core.New(cfg.coreConfig(r), persisted, n.ring); err != nil {
+	if err := n.startEmbed(&persisted); err != nil {
+		_ = n.wal.Close()
+		return nil, fmt.Errorf("pipeline: load snapshot from %s: %w", cfg.DataDir, err)
+	}
+	if n.replica, err = core.New(cfg.coreConfig(r), persisted, n.coreStorage(n.ring)); err != nil {
 		_ = n.wal.Close()
 		return nil, fmt.Errorf("pipeline: start core from %s: %w", cfg.DataDir, err)
 	}
@@ -164,6 +170,7 @@ func Start(cfg Config) (*Node, error) {
 	go pprof.Do(context.Background(), pprof.Labels("stage", "persist"), func(context.Context) { n.runPersist() })
 	go pprof.Do(context.Background(), pprof.Labels("stage", "apply"), func(context.Context) { n.runApply() })
 	go pprof.Do(context.Background(), pprof.Labels("stage", "step"), func(context.Context) { n.runStep() })
+	n.startEmbedStages()
 	return n, nil
 }
 
@@ -205,6 +212,9 @@ type AppliedState struct {
 	Commands   uint64 `json:"commands"`
 	Duplicates uint64 `json:"duplicates"` // commands whose (client id, seq) was applied before
 	Digest     uint64 `json:"digest"`
+	// Offset is the number of commands applied (the next dense offset): Commands without
+	// duplicates, abandoned or refused commands and empty markers.
+	Offset uint64 `json:"offset"`
 }
 
 // Applied returns the apply stage's position.
@@ -251,6 +261,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	case <-n.applyDone:
 	case <-ctx.Done():
 	}
+	n.stopEmbedStages()
 	// Give the event loops a moment to write the shutdown answers before closing sockets.
 	flush := time.NewTimer(50 * time.Millisecond)
 	select {
@@ -271,6 +282,7 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.admin != nil {
 		_ = n.admin.Close()
 	}
+	n.ring.close()
 	if err := n.Err(); err != nil {
 		errs = append(errs, err)
 	}
@@ -282,6 +294,9 @@ func (n *Node) Stop(ctx context.Context) error {
 // HandlePeer copies m (its slices alias netio's buffer) onto the step loop's queue; when
 // the queue is full the message is dropped and counted (Paxos retransmits).
 func (n *Node) HandlePeer(m *codec.Message) {
+	if n.interceptSnapshot(m) {
+		return
+	}
 	cp := copyMessage(m)
 	select {
 	case n.peerCh <- cp:
@@ -315,7 +330,13 @@ func (n *Node) HandleRequests(c *netio.ClientConn, reqs []codec.Request) int {
 		if n.waiters.len() >= n.cfg.PendingRequestsMax {
 			break
 		}
-		if err := n.batcher.Add(r.ClientID, r.Seq, r.Payload); err != nil {
+		if r.SeqFloor > r.Seq || r.Seq-r.SeqFloor >= uint64(n.cfg.SessionSeqsMax) {
+			// The apply stage would refuse it (core.SessionRefused): answer now, spend no slot.
+			refused = append(refused, codec.Response{ClientID: r.ClientID, Seq: r.Seq, Status: codec.StatusInvalid})
+			taken++
+			continue
+		}
+		if err := n.batcher.Add(r.ClientID, r.Seq, r.SeqFloor, r.Payload); err != nil {
 			break // ErrFull: pause the connection
 		}
 		if old := n.waiters.put(cmdKey{r.ClientID, r.Seq}, c); old != nil {

@@ -64,7 +64,7 @@ func TestConfigValidateNamesTheBadField(t *testing.T) {
 }
 
 func TestChosenRingServesContiguousSlotsWithinItsBytes(t *testing.T) {
-	r := newChosenRing(10 * (100 + 24))
+	r := newChosenRing(10*(100+24), 0)
 	for s := uint64(5); s < 2005; s++ {
 		r.put(s, bytes.Repeat([]byte{byte(s)}, 100))
 	}
