@@ -66,7 +66,12 @@
 //
 // # Exactly-once
 //
-// Sessions is the per-client table of last applied sequence numbers that the application keeps
-// in its replicated state (and snapshots): deterministic, bounded, evicting the client whose
-// last command is oldest.
+// Sessions is the exactly-once table the apply stage keeps in its replicated state (and
+// snapshots). Every command carries (client id, seq, seq floor), the floor being the client's
+// lowest outstanding seq: every seq below it was answered and will never be retried. Per
+// client the table keeps the floor and the applied seqs at or above it with their positions,
+// so a retry is answered with its original position, a lower seq lost while higher ones were
+// chosen is still applied when it comes back, and a seq below the floor is abandoned, never
+// applied. Deterministic and bounded: at most SessionSeqsMax seqs above a client's floor, and
+// at most clientsMax clients, evicting the one whose last command is oldest.
 package core

@@ -38,9 +38,11 @@
 //
 // # Restart
 //
-// Start opens the WAL, replays it into core.Persisted (latest record per slot; the promise
-// from the hard state), starts core with Applied = 0 so every chosen slot is applied again
-// (rebuilding the exactly-once table), and catches up with the leader.
+// Start loads the newest snapshot, if any (snapshot.go: exactly-once sessions, the offset
+// counter, the application's state), opens the WAL, replays it into core.Persisted (latest
+// record per slot; the promise from the hard state), starts core with SnapshotSlot = Applied
+// = the snapshot's slot so only the chosen slots after it are applied again, and catches up
+// with the leader. Without a snapshot that is every chosen slot from 0.
 //
 // # Catch-up storage
 //
