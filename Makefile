@@ -10,7 +10,10 @@ BIN       := bin
 GOFLAGS   ?=
 # Packages whose code runs goroutines concurrently: tested under the race detector.
 RACE_PKGS := ./wal/... ./netio/... ./batching/... ./pipeline/... ./client/... ./bench/... ./perf/... ./cmd/... \
-             ./tests/... . ./examples/...
+             ./tests/chaos/cluster ./tests/chaos/faultproxy ./tests/chaos/history ./tests/chaos/netns \
+             ./tests/chaos/replicalog . ./examples/...
+# make test's chaos run: every fault scenario once (~2 min), then rounds of random faults.
+CHAOS_DURATION ?= 3m
 # Pure, single-goroutine packages: tested without -race (the simulator is CPU-bound).
 PURE_PKGS := ./codec/... ./core/...
 
@@ -19,7 +22,7 @@ SEEDS     ?= 20000
 DURATION  ?= 10m
 RUN_ARGS  ?= --clients 32 --inflight 32 --payload 16 --duration 10s --warmup 2s
 
-.PHONY: all deps build run test test-pure test-race lint fmt vet fuzz fuzz-long bench bench-e2e \
+.PHONY: all deps build run test test-pure test-race test-chaos lint fmt vet fuzz fuzz-long bench bench-e2e \
         sim-long chaos-long profile clean
 
 all: build
@@ -35,7 +38,7 @@ run: build
 		$(RUN_ARGS) --report $(BIN)/report.html
 	@echo "HTML report: $(BIN)/report.html (open it in a browser, it works offline)"
 
-test: deps lint test-pure test-race
+test: deps lint test-pure test-race test-chaos
 	@echo "make test: all green"
 
 test-pure:
@@ -43,6 +46,11 @@ test-pure:
 
 test-race:
 	$(GO) test -count=1 -race -timeout 12m $(RACE_PKGS)
+
+# Real processes under faults, checked for linearizability (tests/chaos). A failure prints the
+# seed and the command that replays it; artifacts land in tests/chaos/artifacts/.
+test-chaos: deps
+	MPAXOS_CHAOS=1 $(GO) test -count=1 -race -timeout 20m ./tests/chaos -duration $(CHAOS_DURATION)
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
