@@ -9,7 +9,7 @@ GO        ?= go
 BIN       := bin
 GOFLAGS   ?=
 # Packages whose code runs goroutines concurrently: tested under the race detector.
-RACE_PKGS := ./wal/... ./netio/... ./batching/... ./pipeline/... ./client/... ./bench/... ./perf/... ./cmd/... \
+RACE_PKGS := ./internal/... ./wal/... ./netio/... ./batching/... ./pipeline/... ./client/... ./bench/... ./perf/... ./cmd/... \
              ./tests/chaos/cluster ./tests/chaos/faultproxy ./tests/chaos/history ./tests/chaos/netns \
              ./tests/chaos/replicalog . ./examples/...
 # make test's chaos run: every fault scenario once (~2 min), then rounds of random faults.

@@ -9,13 +9,14 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/mpaxos/mpaxos/internal/testnet"
 )
 
 // Close must end every goroutine a Node started. gnet's package-level worker pool (ants)
@@ -27,24 +28,6 @@ func TestMain(m *testing.M) {
 }
 
 const testSecret = "0123456789abcdef-embed-test"
-
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var addrs []string
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	return addrs
-}
 
 // digestMachine is a test StateMachine: it counts the commands it applied and hashes them
 // in order, so two machines that applied the same log agree exactly.
@@ -136,7 +119,7 @@ func startCluster(t testing.TB, mutate func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, peers: map[uint32]string{}, cfgs: map[uint32]Config{},
 		nodes: map[uint32]*Node{}, machines: map[uint32]*digestMachine{}}
-	for i, a := range freeAddrs(t, 3) {
+	for i, a := range testnet.FreeAddrs(t, 3) {
 		c.peers[uint32(i+1)] = a
 	}
 	for id := range c.peers {

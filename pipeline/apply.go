@@ -8,11 +8,26 @@ import (
 	"github.com/mpaxos/mpaxos/netio"
 )
 
-// FNV-1a 64 constants for the applied-log digest.
+// The applied-log digest: FNV-1a 64 over every chosen slot number and, for each command of its
+// batch, (index, client id, seq, payload). Replicas that applied the same log have the same
+// digest; tests and tools (tests/chaos/replicalog) recompute it through these functions.
 const (
 	fnvOffset = 14695981039346656037
 	fnvPrime  = 1099511628211
 )
+
+// DigestStart is the digest of the empty applied log.
+const DigestStart uint64 = fnvOffset
+
+// DigestSlot folds a chosen slot into digest h (before its commands, no-ops included).
+func DigestSlot(h, slot uint64) uint64 { return fnvUint64(h, slot) }
+
+// DigestCommand folds the command at index of a slot's batch into digest h; every command
+// counts, duplicates and abandoned ones included, since all replicas see the same batches.
+func DigestCommand(h uint64, index uint32, cmd *codec.Command) uint64 {
+	h = fnvUint64(fnvUint64(fnvUint64(h, uint64(index)), cmd.ClientID), cmd.Seq)
+	return fnvBytes(h, cmd.Payload)
+}
 
 func fnvUint64(h, v uint64) uint64 {
 	for i := 0; i < 8; i++ {
@@ -77,7 +92,7 @@ func (r *replies) flush() {
 func (n *Node) runApply() {
 	defer close(n.applyDone)
 	sessions := core.NewSessionsBounded(n.cfg.SessionsMax, n.cfg.SessionSeqsMax)
-	state := AppliedState{Digest: fnvOffset}
+	state := AppliedState{Digest: DigestStart}
 	embed := n.newEmbedApply(sessions, &state)
 	state.Offset = embed.nextOffset()
 	initial := state
@@ -104,7 +119,7 @@ func (n *Node) runApply() {
 		for _, e := range job.entries {
 			slots++
 			state.Slot = e.Slot + 1
-			state.Digest = fnvUint64(state.Digest, e.Slot)
+			state.Digest = DigestSlot(state.Digest, e.Slot)
 			if len(e.Value) == 0 {
 				continue // a no-op filling a gap
 			}
@@ -122,8 +137,7 @@ func (n *Node) runApply() {
 				offset := embed.nextOffset()
 				r := sessions.ApplyCommand(cmd.ClientID, cmd.Seq, cmd.SeqFloor, e.Slot, index, offset)
 				embed.command(e.Slot, index, cmd, r.Outcome != core.SessionApplied)
-				state.Digest = fnvUint64(fnvUint64(fnvUint64(state.Digest, uint64(index)), cmd.ClientID), cmd.Seq)
-				state.Digest = fnvBytes(state.Digest, cmd.Payload)
+				state.Digest = DigestCommand(state.Digest, index, &cmd)
 				commands++
 				if r.Outcome == core.SessionDuplicate {
 					duplicates++

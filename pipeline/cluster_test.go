@@ -16,31 +16,13 @@ import (
 
 	"github.com/mpaxos/mpaxos/client"
 	"github.com/mpaxos/mpaxos/codec"
+	"github.com/mpaxos/mpaxos/internal/testnet"
 )
 
 const (
 	testCluster = 7
 	testSecret  = "0123456789abcdef-test-secret"
 )
-
-// freeAddrs reserves n distinct loopback addresses (bound to port 0, then released).
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	return addrs
-}
 
 type cluster struct {
 	t     *testing.T
@@ -68,7 +50,7 @@ func testConfig(t *testing.T, id uint32, peers map[uint32]string) Config {
 // startCluster starts n replicas in this process; mutate adjusts each config before start.
 func startCluster(t *testing.T, n int, mutate func(*Config)) *cluster {
 	t.Helper()
-	addrs := freeAddrs(t, n)
+	addrs := testnet.FreeAddrs(t, n)
 	c := &cluster{t: t, peers: map[uint32]string{}, nodes: map[uint32]*Node{}, cfgs: map[uint32]Config{}}
 	for i, a := range addrs {
 		c.peers[uint32(i+1)] = a
@@ -416,7 +398,7 @@ func TestPeerWithTheWrongSecretIsRefused(t *testing.T) {
 }
 
 func TestStartErrorsNameTheProblem(t *testing.T) {
-	addrs := freeAddrs(t, 1)
+	addrs := testnet.FreeAddrs(t, 1)
 	peers := map[uint32]string{1: addrs[0]}
 	cfg := testConfig(t, 1, peers)
 	cfg.Window = 0
@@ -441,14 +423,14 @@ func TestStartErrorsNameTheProblem(t *testing.T) {
 	}
 	defer n.Stop(context.Background())
 	cfg2 := cfg
-	cfg2.Peers = map[uint32]string{1: freeAddrs(t, 1)[0]}
+	cfg2.Peers = map[uint32]string{1: testnet.FreeAddrs(t, 1)[0]}
 	if _, err := Start(cfg2); !errors.Is(err, ErrWAL) {
 		t.Fatalf("data dir in use: %v, want ErrWAL", err)
 	}
 }
 
 func TestSingleReplicaRestartKeepsItsLog(t *testing.T) {
-	addrs := freeAddrs(t, 1)
+	addrs := testnet.FreeAddrs(t, 1)
 	cfg := testConfig(t, 1, map[uint32]string{1: addrs[0]})
 	cfg.NoSync = false
 	n, err := Start(cfg)

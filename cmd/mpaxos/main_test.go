@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mpaxos/mpaxos/client"
+	"github.com/mpaxos/mpaxos/internal/testnet"
 	"github.com/mpaxos/mpaxos/pipeline"
 )
 
@@ -49,24 +50,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	return addrs
 }
 
 // lockedBuffer collects a child's stderr.
@@ -161,7 +144,7 @@ func (r *replica) getJSON(path string, v any) error {
 
 func startReplicas(t *testing.T, n int, extra ...string) []*replica {
 	t.Helper()
-	addrs := freeAddrs(t, 2*n)
+	addrs := testnet.FreeAddrs(t, 2*n)
 	var peers []string
 	for i := 0; i < n; i++ {
 		peers = append(peers, fmt.Sprintf("%d=%s", i+1, addrs[i]))
@@ -445,7 +428,7 @@ func TestBadFlagsExitWithOneClearLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	free := freeAddrs(t, 2)
+	free := testnet.FreeAddrs(t, 2)
 	dir := t.TempDir()
 	notADir := filepath.Join(dir, "file")
 	_ = os.WriteFile(notADir, []byte("x"), 0o600)

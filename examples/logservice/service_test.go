@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mpaxos/mpaxos"
+	"github.com/mpaxos/mpaxos/internal/testnet"
 )
 
 func TestMain(m *testing.M) {
@@ -33,28 +33,11 @@ type instances struct {
 	httpc *http.Client
 }
 
-func freeAddrs(t *testing.T, n int) []string {
-	var addrs []string
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	return addrs
-}
-
 func startInstances(t *testing.T) *instances {
 	in := &instances{t: t, cfgs: map[uint32]mpaxos.Config{}, svcs: map[uint32]*service{},
 		httpc: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}}
 	peers := map[uint32]string{}
-	for i, a := range freeAddrs(t, 3) {
+	for i, a := range testnet.FreeAddrs(t, 3) {
 		peers[uint32(i+1)] = a
 	}
 	for id := range peers {

@@ -85,35 +85,12 @@ func (l *Log) Applied() []Command {
 // At returns the point after the slots below slot, if the log reaches it.
 func (l *Log) At(slot uint64) (Point, bool) {
 	if slot == 0 {
-		return Point{Digest: fnvOffset}, true
+		return Point{Digest: pipeline.DigestStart}, true
 	}
 	if slot > uint64(len(l.Points)) {
 		return Point{}, false
 	}
 	return l.Points[slot-1], true
-}
-
-// FNV-1a 64, as pipeline/apply.go computes the applied-log digest.
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-func fnvUint64(h, v uint64) uint64 {
-	for i := 0; i < 8; i++ {
-		h ^= v & 0xff
-		h *= fnvPrime
-		v >>= 8
-	}
-	return h
-}
-
-func fnvBytes(h uint64, b []byte) uint64 {
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= fnvPrime
-	}
-	return h
 }
 
 // Read reads the chosen log of the replica whose data directory is dataDir. The replica must
@@ -187,7 +164,7 @@ func build(latest map[uint64]codec.Entry, commit uint64, upTo uint64) (*Log, err
 	sessions := core.NewSessionsBounded(defaults.SessionsMax, defaults.SessionSeqsMax)
 	lim := codec.DefaultLimits()
 	var it codec.BatchIter
-	digest := uint64(fnvOffset)
+	digest := pipeline.DigestStart
 	var commands, duplicates uint64
 	for slot := uint64(0); ; slot++ {
 		e, ok := latest[slot]
@@ -197,7 +174,7 @@ func build(latest map[uint64]codec.Entry, commit uint64, upTo uint64) (*Log, err
 		if !ok {
 			return nil, fmt.Errorf("replicalog: commit point %d, reading up to slot %d, but no entry for slot %d: %w", commit, upTo, slot, ErrFormat)
 		}
-		digest = fnvUint64(digest, slot)
+		digest = pipeline.DigestSlot(digest, slot)
 		if len(e.Value) > 0 {
 			if err := it.Reset(e.Value, &lim); err != nil {
 				return nil, fmt.Errorf("replicalog: slot %d: %w", slot, err)
@@ -210,8 +187,7 @@ func build(latest map[uint64]codec.Entry, commit uint64, upTo uint64) (*Log, err
 				if dup {
 					duplicates++
 				}
-				digest = fnvUint64(fnvUint64(fnvUint64(digest, uint64(index)), cmd.ClientID), cmd.Seq)
-				digest = fnvBytes(digest, cmd.Payload)
+				digest = pipeline.DigestCommand(digest, index, &cmd)
 				commands++
 				l.Commands = append(l.Commands, Command{Slot: slot, Index: index, ClientID: cmd.ClientID,
 					Seq: cmd.Seq, Payload: append([]byte(nil), cmd.Payload...), Duplicate: dup})
