@@ -43,7 +43,9 @@ type Config struct {
 	// codec.Limits.BatchCommandsMax, or receivers reject the value).
 	BatchCommandsMax int
 	// Linger closes the open batch once it has been open this long while no slot is free,
-	// bounding how much one batch can collect during a stall.
+	// bounding a batch's age during a stall. 0 (the default) never closes by age: batches
+	// then grow until a slot frees, which measured faster (docs/BENCHMARKS.md), since a
+	// linger shorter than the round trip leaves each slot a linger's worth of commands.
 	Linger time.Duration
 	// PendingCommandsMax and PendingBytesMax bound what the Batcher holds (open and closed
 	// batches not yet handed out by Next). At the bound Add reports ErrFull.
@@ -57,7 +59,7 @@ type Config struct {
 const (
 	DefaultBatchBytesMax      = 512 << 10
 	DefaultBatchCommandsMax   = 8192
-	DefaultLinger             = 500 * time.Microsecond
+	DefaultLinger             = 0
 	DefaultPendingCommandsMax = 1 << 18
 	DefaultPendingBytesMax    = 64 << 20
 	DefaultBatchesPooledMax   = 64
@@ -278,7 +280,7 @@ func (b *Batcher) Next() *Batch {
 func (b *Batcher) CloseExpired(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.open == nil || now.Sub(b.open.opened) < b.cfg.Linger {
+	if b.open == nil || b.cfg.Linger <= 0 || now.Sub(b.open.opened) < b.cfg.Linger {
 		return false
 	}
 	b.closeOpenLocked()

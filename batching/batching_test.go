@@ -251,6 +251,20 @@ func TestLingerClosesTheOpenBatchUnderAFullWindow(t *testing.T) {
 	}
 }
 
+func TestZeroLingerNeverClosesByAge(t *testing.T) {
+	b := newBatcher(t, func(c *Config) { c.Linger = 0 })
+	start := time.Unix(1000, 0)
+	b.now = func() time.Time { return start }
+	_ = b.Add(1, 1, 1, []byte("a"))
+	if b.CloseExpired(start.Add(time.Hour)) {
+		t.Fatal("Linger 0 closed a batch by age")
+	}
+	_ = b.Add(1, 2, 2, []byte("b"))
+	if bt := b.Next(); bt == nil || bt.Count() != 2 {
+		t.Fatalf("got %v, want one batch that kept growing to 2 commands", bt)
+	}
+}
+
 func TestReleasedBatchesAreReusedAndPoolIsBounded(t *testing.T) {
 	b := newBatcher(t, func(c *Config) { c.BatchesPooledMax = 2; c.BatchCommandsMax = 1 })
 	var out []*Batch

@@ -11,8 +11,8 @@
 //     trip; under heavy load the window is full, commands pile up, and batches grow by
 //     themselves ("natural batching");
 //   - it reaches Config.BatchBytesMax or Config.BatchCommandsMax;
-//   - it has been open for Config.Linger while the window stays full (CloseExpired), so one
-//     batch cannot swallow everything that arrives during a long stall.
+//   - optionally (Config.Linger > 0; off by default) it has been open for Config.Linger while
+//     the window stays full (CloseExpired), bounding a batch's age during a long stall.
 //
 // # Bounds and backpressure
 //

@@ -152,10 +152,14 @@ func (s *stepper) propose() {
 				continue
 			}
 			// The window is full: the open batch keeps growing (up to the batch bounds)
-			// until a slot frees. It is not closed at the linger here: closed batches queue
-			// one per slot, so a linger shorter than the round trip (which is mostly the
-			// fsync) would cap throughput at Window x (commands per linger) per round trip
-			// and let an open-loop backlog grow without bound (see docs/BENCHMARKS.md).
+			// until a slot frees. By default (Linger 0) it is not closed at a linger:
+			// closed batches queue one per slot, so a linger shorter than the round trip
+			// (mostly the fsync) caps throughput at Window x (commands per linger) per
+			// round trip and lets an open-loop backlog grow (see docs/BENCHMARKS.md). A
+			// positive Linger bounds a batch's age at that cost.
+			if n.cfg.Batching.Linger > 0 {
+				n.batcher.CloseExpired(time.Now())
+			}
 			break
 		}
 		now := time.Now()

@@ -60,7 +60,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.cfg.Window, "window", d.Window, "Phase-2 window: most slots in flight")
 	fs.IntVar(&o.cfg.Batching.BatchBytesMax, "batch-bytes-max", d.Batching.BatchBytesMax, "largest batch (slot value) in bytes")
 	fs.IntVar(&o.cfg.Batching.BatchCommandsMax, "batch-commands-max", d.Batching.BatchCommandsMax, "most commands in one batch")
-	fs.DurationVar(&o.cfg.Batching.Linger, "linger", d.Batching.Linger, "close an open batch after this long while the window is full")
+	fs.DurationVar(&o.cfg.Batching.Linger, "linger", d.Batching.Linger, "close an open batch after this long while the window is full (0: never; batches grow until a slot frees)")
 	fs.BoolVar(&o.fsync, "fsync", true, "fsync the write-ahead log (off: acknowledged commands can be lost on a crash)")
 	fs.DurationVar(&o.cfg.TickInterval, "tick", d.TickInterval, "protocol tick")
 	fs.DurationVar(&o.electionTimeout, "election-timeout", time.Duration(d.ElectionTicks)*d.TickInterval,
