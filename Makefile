@@ -20,7 +20,7 @@ PURE_PKGS := ./codec/... ./core/...
 FUZZTIME  ?= 10s
 SEEDS     ?= 20000
 DURATION  ?= 10m
-RUN_ARGS  ?= --clients 32 --inflight 32 --payload 16 --duration 10s --warmup 2s
+RUN_ARGS  ?= --clients 64 --inflight 64 --payload 16 --duration 10s --warmup 2s
 
 .PHONY: all deps build run test test-pure test-race test-chaos lint fmt vet fuzz fuzz-long bench bench-e2e \
         sim-long chaos-long profile clean
