@@ -162,15 +162,6 @@ func (s *Sessions) ApplyCommand(clientID, seq, seqFloor, slot uint64, index uint
 	return SessionResult{Outcome: SessionApplied}
 }
 
-// Apply is the one-command-at-a-time form kept for callers written before seq floors: it is
-// ApplyCommand with seqFloor = seq (the client waits for nothing older) and offset 0. dup is
-// true for a seq applied before (with its position when it is the last one) and for a seq
-// below the last one (position zero).
-func (s *Sessions) Apply(clientID, seq, slot uint64, index uint32) (dup bool, origSlot uint64, origIndex uint32) {
-	r := s.ApplyCommand(clientID, seq, seq, slot, index, 0)
-	return r.Outcome != SessionApplied, r.Slot, r.Index
-}
-
 // raiseFloor moves the floor up to floor (never down) and forgets the seqs below it.
 func (c *session) raiseFloor(floor uint64) {
 	if floor <= c.floor {

@@ -122,22 +122,6 @@ func TestSessionsEvictsOldestActivityThenLowestClient(t *testing.T) {
 	})
 }
 
-func TestSessionsLegacyApplyIsSequential(t *testing.T) {
-	s := NewSessions(10)
-	if dup, _, _ := s.Apply(7, 1, 100, 3); dup {
-		t.Fatal("first command reported as duplicate")
-	}
-	if dup, slot, index := s.Apply(7, 1, 105, 0); !dup || slot != 100 || index != 3 {
-		t.Fatalf("retry of the last seq: dup %v at (%d,%d), want original (100,3)", dup, slot, index)
-	}
-	if dup, _, _ := s.Apply(7, 2, 106, 1); dup {
-		t.Fatal("next seq reported as duplicate")
-	}
-	if dup, slot, _ := s.Apply(7, 1, 107, 0); !dup || slot != 0 {
-		t.Fatalf("older seq: dup %v slot %d, want dup with unknown position", dup, slot)
-	}
-}
-
 func TestSessionsSnapshotRoundTrip(t *testing.T) {
 	s := NewSessionsBounded(100, 64)
 	for c := uint64(1); c <= 50; c++ {
