@@ -196,20 +196,34 @@ const (
 	portHigh = 32000
 )
 
-var portRand = struct {
-	sync.Mutex
-	*rand.Rand
-}{Rand: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))}
+// portReuseAfter: a port handed out is not handed out again by this process for this long.
+// freeAddr releases the port it probed, so without this two draws for the same cluster (a
+// replica's listen and another's admin address) could pick the same free port, and the
+// second replica to start would fail with "address already in use".
+const portReuseAfter = 10 * time.Minute
 
-// freeAddr finds a free TCP port on host outside the ephemeral range by binding it. Another
-// process may take it before the replica binds it; Start then fails with the replica's
-// "address in use" error.
+var ports = struct {
+	sync.Mutex
+	rand   *rand.Rand
+	handed map[int]time.Time // port -> when freeAddr last returned it
+}{
+	rand:   rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid()))),
+	handed: map[int]time.Time{},
+}
+
+// freeAddr finds a free TCP port on host outside the ephemeral range by binding it, never one
+// it handed out in the last portReuseAfter. Another process may still take it before the
+// replica binds it; Start then fails with the replica's "address in use" error.
 func freeAddr(host string) (string, error) {
+	ports.Lock()
+	defer ports.Unlock()
+	now := time.Now()
 	var last error
 	for attempt := 0; attempt < 200; attempt++ {
-		portRand.Lock()
-		port := portLow + portRand.IntN(portHigh-portLow)
-		portRand.Unlock()
+		port := portLow + ports.rand.IntN(portHigh-portLow)
+		if at, ok := ports.handed[port]; ok && now.Sub(at) < portReuseAfter {
+			continue
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			last = err
@@ -217,9 +231,11 @@ func freeAddr(host string) (string, error) {
 		}
 		addr := l.Addr().String()
 		l.Close()
+		ports.handed[port] = now
 		return addr, nil
 	}
-	return "", fmt.Errorf("cluster: no free port on %s in [%d, %d): %w", host, portLow, portHigh, last)
+	return "", fmt.Errorf("cluster: no free port on %s in [%d, %d) not handed out in the last %v: %w",
+		host, portLow, portHigh, portReuseAfter, last)
 }
 
 // Nodes returns the replicas, index i holding replica i+1.
