@@ -37,10 +37,14 @@ var (
 	ErrHandshake = errors.New("client: handshake failed")
 	// ErrTooLarge: the payload exceeds Config.Limits.PayloadBytesMax; nothing was sent.
 	ErrTooLarge = errors.New("client: payload too large")
+	// ErrProtocol: a replica answered with something that does not fit the request (a
+	// Response to a read); the request's outcome is unknown.
+	ErrProtocol = errors.New("client: protocol error")
 )
 
 // RejectedError is the error of a command the cluster refused (StatusTooLarge,
-// StatusInvalid, StatusAbandoned). errors.Is(err, ErrRejected) holds.
+// StatusInvalid, StatusAbandoned; for a read also StatusCompacted). errors.Is(err,
+// ErrRejected) holds.
 type RejectedError struct{ Status codec.Status }
 
 func (e *RejectedError) Error() string {
@@ -153,11 +157,28 @@ type Result struct {
 	Offset uint64
 }
 
-// call is one outstanding command.
+// ReadResult is what a read saw. Length is the log's length (commands applied) at the read's
+// point in the order — for ReadAt answered from a replica's memory, a lower bound of it.
+// Found says whether the command asked for exists (for ReadLatest: whether the log is
+// non-empty); when it does, (Slot, Index, Offset) is its position and Payload its payload (a
+// copy owned by the caller).
+type ReadResult struct {
+	Length  uint64
+	Found   bool
+	Slot    uint64
+	Index   uint32
+	Offset  uint64
+	Payload []byte
+}
+
+// call is one outstanding command or read.
 type call struct {
 	seq       uint64
 	payload   []byte // owned copy
 	done      func(Result, error)
+	read      codec.ReadMode // ReadNone for an append
+	offset    uint64         // ReadAt: the offset asked for
+	readDone  func(ReadResult, error)
 	deadline  time.Time
 	redirects int
 	// lastRedirect is the leader address the last counted redirect named.
@@ -169,6 +190,7 @@ type call struct {
 type completion struct {
 	call   *call
 	result Result
+	read   ReadResult
 	err    error
 }
 
@@ -448,7 +470,8 @@ func (c *Client) flush(cn *conn, wbuf []byte) []byte {
 			if c.calls[cl.seq] != cl {
 				continue // answered or expired meanwhile
 			}
-			req := codec.Request{ClientID: c.clientID, Seq: cl.seq, SeqFloor: c.seqFloor, Payload: cl.payload}
+			req := codec.Request{ClientID: c.clientID, Seq: cl.seq, SeqFloor: c.seqFloor, Payload: cl.payload,
+				Read: cl.read, Offset: cl.offset}
 			wbuf = codec.AppendRequest(wbuf, &req)
 		}
 		rest := copy(c.sendq, c.sendq[n:])
@@ -512,6 +535,10 @@ func (c *Client) promote(now time.Time) {
 func (c *Client) complete(done []completion) {
 	for _, d := range done {
 		<-c.sem
+		if d.call.readDone != nil {
+			d.call.readDone(d.read, d.err)
+			continue
+		}
 		d.call.done(d.result, d.err)
 	}
 }
@@ -544,6 +571,10 @@ func (c *Client) read(cn *conn) {
 			switch typ {
 			case codec.TypeResponse:
 				if err = codec.DecodeResponse(frame, &resp, &c.cfg.Limits); err == nil {
+					done = c.onResponse(&resp, done)
+				}
+			case codec.TypeReadReply:
+				if err = codec.DecodeReadReply(frame, &resp, &c.cfg.Limits); err == nil {
 					done = c.onResponse(&resp, done)
 				}
 			case codec.TypeRedirect:
@@ -590,14 +621,32 @@ func (c *Client) onResponse(r *codec.Response, done []completion) []completion {
 	switch r.Status {
 	case codec.StatusOK:
 		c.forget(r.Seq)
+		if cl.read != codec.ReadNone || r.Read != codec.ReadNone {
+			return append(done, readCompletion(cl, r))
+		}
 		return append(done, completion{call: cl, result: Result{Slot: r.Slot, Index: r.Index, Offset: r.Offset}})
-	case codec.StatusTooLarge, codec.StatusInvalid, codec.StatusAbandoned:
+	case codec.StatusTooLarge, codec.StatusInvalid, codec.StatusAbandoned, codec.StatusCompacted:
 		c.forget(r.Seq)
 		return append(done, completion{call: cl, err: &RejectedError{Status: r.Status}})
 	default: // NotLeader, Overloaded, Unavailable, Shutdown, or newer: retry with the same seq
 		c.delay(cl)
 		return done
 	}
+}
+
+// readCompletion completes a read call answered StatusOK; an answer of the wrong kind (a
+// Response to a read, a ReadReply to an append) fails the call rather than passing on
+// fields that mean something else.
+func readCompletion(cl *call, r *codec.Response) completion {
+	if cl.read == codec.ReadNone || r.Read != cl.read {
+		return completion{call: cl, err: fmt.Errorf("%w: a %v read answered as read mode %v", ErrProtocol, cl.read, r.Read)}
+	}
+	res := ReadResult{Length: r.Length, Found: r.Found}
+	if r.Found {
+		res.Slot, res.Index, res.Offset = r.Slot, r.Index, r.Offset
+		res.Payload = append([]byte{}, r.Payload...)
+	}
+	return completion{call: cl, read: res}
 }
 
 func (c *Client) delay(cl *call) {
@@ -652,14 +701,16 @@ func (c *Client) onRedirect(cn *conn, r *codec.Redirect, done []completion) ([]c
 // the client's reader goroutine (or the caller of Close) and must not block. It blocks while
 // Config.InflightMax requests are outstanding. payload is copied.
 func (c *Client) AppendAsync(payload []byte, done func(Result, error)) error {
-	_, err := c.submit(context.Background(), payload, time.Now().Add(c.cfg.RequestTimeout), done)
+	if len(payload) > c.cfg.Limits.PayloadBytesMax {
+		return fmt.Errorf("%w: %d bytes, PayloadBytesMax %d", ErrTooLarge, len(payload), c.cfg.Limits.PayloadBytesMax)
+	}
+	cl := &call{payload: append([]byte(nil), payload...), done: done}
+	_, err := c.submit(context.Background(), cl, time.Now().Add(c.cfg.RequestTimeout))
 	return err
 }
 
-func (c *Client) submit(ctx context.Context, payload []byte, deadline time.Time, done func(Result, error)) (uint64, error) {
-	if len(payload) > c.cfg.Limits.PayloadBytesMax {
-		return 0, fmt.Errorf("%w: %d bytes, PayloadBytesMax %d", ErrTooLarge, len(payload), c.cfg.Limits.PayloadBytesMax)
-	}
+// submit gives cl the next seq and deadline and queues it.
+func (c *Client) submit(ctx context.Context, cl *call, deadline time.Time) (uint64, error) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -672,7 +723,7 @@ func (c *Client) submit(ctx context.Context, payload []byte, deadline time.Time,
 		return 0, err
 	}
 	// c.mu is held.
-	cl := &call{seq: c.nextSeq, payload: append([]byte(nil), payload...), done: done, deadline: deadline}
+	cl.seq, cl.deadline = c.nextSeq, deadline
 	c.nextSeq++
 	c.calls[cl.seq] = cl
 	if c.nextSeq-c.seqFloor < uint64(c.cfg.InflightMax) {
@@ -736,6 +787,7 @@ func (c *Client) forget(seq uint64) {
 
 type outcome struct {
 	result Result
+	read   ReadResult
 	err    error
 }
 
@@ -744,23 +796,56 @@ type outcome struct {
 func (c *Client) Append(ctx context.Context, payload []byte) (Result, error) {
 	// The call expires at RequestTimeout; an earlier ctx deadline ends it below instead, so
 	// the error says which (ErrTimeout wrapping context.DeadlineExceeded).
-	deadline := time.Now().Add(c.cfg.RequestTimeout)
+	if len(payload) > c.cfg.Limits.PayloadBytesMax {
+		return Result{}, fmt.Errorf("%w: %d bytes, PayloadBytesMax %d", ErrTooLarge, len(payload), c.cfg.Limits.PayloadBytesMax)
+	}
 	ch := make(chan outcome, 1)
-	seq, err := c.submit(ctx, payload, deadline, func(r Result, err error) { ch <- outcome{r, err} })
+	cl := &call{payload: append([]byte(nil), payload...), done: func(r Result, err error) { ch <- outcome{result: r, err: err} }}
+	o := c.wait(ctx, cl, ch)
+	return o.result, o.err
+}
+
+// ReadLatest returns the log's length and its last command, linearizably: the answer
+// reflects every command acknowledged before the call, and nothing that was not chosen.
+// Like an append it is ordered through the log (see the package doc), so it costs a round of
+// Phase 2. Errors are as for Append; a read has no effect, so every error may be retried.
+func (c *Client) ReadLatest(ctx context.Context) (ReadResult, error) {
+	return c.read1(ctx, codec.ReadLatest, 0)
+}
+
+// ReadAt returns the command at dense offset, linearizably; Found is false when the log is
+// not that long yet. An offset below what the replicas keep (compacted by a snapshot) is
+// refused with StatusCompacted (ErrRejected).
+func (c *Client) ReadAt(ctx context.Context, offset uint64) (ReadResult, error) {
+	return c.read1(ctx, codec.ReadAt, offset)
+}
+
+func (c *Client) read1(ctx context.Context, mode codec.ReadMode, offset uint64) (ReadResult, error) {
+	ch := make(chan outcome, 1)
+	cl := &call{read: mode, offset: offset, readDone: func(r ReadResult, err error) { ch <- outcome{read: r, err: err} }}
+	o := c.wait(ctx, cl, ch)
+	return o.read, o.err
+}
+
+// wait submits cl and waits for its outcome, which its done callback sends on ch.
+func (c *Client) wait(ctx context.Context, cl *call, ch chan outcome) outcome {
+	// The call expires at RequestTimeout; an earlier ctx deadline ends it below instead, so
+	// the error says which (ErrTimeout wrapping context.DeadlineExceeded).
+	deadline := time.Now().Add(c.cfg.RequestTimeout)
+	seq, err := c.submit(ctx, cl, deadline)
 	if err != nil {
-		return Result{}, err
+		return outcome{err: err}
 	}
 	select {
 	case o := <-ch:
-		return o.result, o.err
+		return o
 	case <-ctx.Done():
 		err := ctx.Err()
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: %w", ErrTimeout, err)
 		}
 		c.abandon(seq, err)
-		o := <-ch
-		return o.result, o.err
+		return <-ch
 	}
 }
 

@@ -231,8 +231,41 @@ func TestDecodeClientAndHandshakeErrors(t *testing.T) {
 			return DecodeRequest(f, new(Request), &lim)
 		}, ErrCorrupt},
 		{"unknown status", func() error {
-			return DecodeResponse(AppendResponse(nil, &Response{Status: StatusAbandoned + 1}), new(Response), &lim)
+			return DecodeResponse(AppendResponse(nil, &Response{Status: StatusCompacted + 1}), new(Response), &lim)
 		}, ErrCorrupt},
+		{"read: unknown mode", func() error {
+			f := AppendRequest(nil, &Request{ClientID: 1, Seq: 2, Read: ReadAt, Offset: 3})
+			f[FrameHeaderSize+24] = 3
+			return DecodeRead(f, new(Request), &lim)
+		}, ErrCorrupt},
+		{"read: offset with mode latest", func() error {
+			return DecodeRead(AppendRequest(nil, &Request{ClientID: 1, Seq: 2, Read: ReadLatest, Offset: 3}), new(Request), &lim)
+		}, ErrCorrupt},
+		{"read: seq floor above seq", func() error {
+			return DecodeRead(AppendRequest(nil, &Request{Seq: 2, SeqFloor: 3, Read: ReadLatest}), new(Request), &lim)
+		}, ErrCorrupt},
+		{"read: a Request frame", func() error {
+			return DecodeRead(AppendRequest(nil, &Request{Seq: 2}), new(Request), &lim)
+		}, ErrUnknownType},
+		{"read reply: unknown status", func() error {
+			return DecodeReadReply(AppendResponse(nil, &Response{Read: ReadLatest, Status: StatusCompacted + 1}), new(Response), &lim)
+		}, ErrCorrupt},
+		{"read reply: mode none", func() error {
+			f := AppendResponse(nil, &Response{Read: ReadLatest})
+			f[FrameHeaderSize+17] = 0
+			return DecodeReadReply(f, new(Response), &lim)
+		}, ErrCorrupt},
+		{"read reply: found flag 2", func() error {
+			f := AppendResponse(nil, &Response{Read: ReadLatest, Found: true})
+			f[FrameHeaderSize+18] = 2
+			return DecodeReadReply(f, new(Response), &lim)
+		}, ErrCorrupt},
+		{"read reply: payload without found", func() error {
+			return DecodeReadReply(AppendResponse(nil, &Response{Read: ReadAt, Payload: []byte("x")}), new(Response), &lim)
+		}, ErrCorrupt},
+		{"read reply: payload over PayloadBytesMax", func() error {
+			return DecodeReadReply(AppendResponse(nil, &Response{Read: ReadAt, Found: true, Payload: make([]byte, lim.PayloadBytesMax+1)}), new(Response), &lim)
+		}, ErrLimit},
 		{"redirect address over PayloadBytesMax", func() error {
 			return DecodeRedirect(AppendRedirect(nil, &Redirect{LeaderAddr: strings.Repeat("a", lim.PayloadBytesMax+1)}), new(Redirect), &lim)
 		}, ErrLimit},

@@ -48,6 +48,10 @@ func (t MsgType) String() string {
 		return "Response"
 	case TypeRedirect:
 		return "Redirect"
+	case TypeRead:
+		return "Read"
+	case TypeReadReply:
+		return "ReadReply"
 	case TypePrepare:
 		return "Prepare"
 	case TypePromise:
@@ -78,7 +82,7 @@ func (t MsgType) IsPeer() bool { return t >= TypePrepare && t <= TypeSnapshotChu
 // Known reports whether t is a frame type of this version.
 func (t MsgType) Known() bool {
 	switch t {
-	case TypeChallenge, TypeHello, TypeWelcome, TypeRequest, TypeResponse, TypeRedirect:
+	case TypeChallenge, TypeHello, TypeWelcome, TypeRequest, TypeResponse, TypeRedirect, TypeRead, TypeReadReply:
 		return true
 	}
 	return t.IsPeer()

@@ -55,6 +55,10 @@ func FuzzPeekFrame(f *testing.F) {
 			err = DecodeResponse(frame, new(Response), &lim)
 		case typ == TypeRedirect:
 			err = DecodeRedirect(frame, new(Redirect), &lim)
+		case typ == TypeRead:
+			err = DecodeRead(frame, new(Request), &lim)
+		case typ == TypeReadReply:
+			err = DecodeReadReply(frame, new(Response), &lim)
 		}
 		if err != nil {
 			checkSentinel(t, err)
@@ -83,6 +87,8 @@ func FuzzDecodeWelcome(f *testing.F)   { fuzzFixed(f, DecodeWelcome, AppendWelco
 func FuzzDecodeRequest(f *testing.F)   { fuzzFixed(f, DecodeRequest, AppendRequest) }
 func FuzzDecodeResponse(f *testing.F)  { fuzzFixed(f, DecodeResponse, AppendResponse) }
 func FuzzDecodeRedirect(f *testing.F)  { fuzzFixed(f, DecodeRedirect, AppendRedirect) }
+func FuzzDecodeRead(f *testing.F)      { fuzzFixed(f, DecodeRead, AppendRequest) }
+func FuzzDecodeReadReply(f *testing.F) { fuzzFixed(f, DecodeReadReply, AppendResponse) }
 
 func FuzzDecodeMessage(f *testing.F) {
 	lim := smallLimits()
@@ -220,6 +226,8 @@ func seedCorpus() map[string][][]byte {
 		AppendRequest(nil, &Request{ClientID: 5, Seq: 6, SeqFloor: 4, Payload: []byte("payload")}),
 		AppendResponse(nil, &Response{ClientID: 5, Seq: 6, Slot: 7, Index: 8}),
 		AppendRedirect(nil, &Redirect{ClientID: 5, Seq: 6, LeaderID: 2, LeaderAddr: "127.0.0.1:7002"}),
+		AppendRequest(nil, &Request{ClientID: 5, Seq: 9, SeqFloor: 4, Read: ReadAt, Offset: 77}),
+		AppendResponse(nil, &Response{ClientID: 5, Seq: 9, Read: ReadAt, Found: true, Length: 80, Slot: 7, Index: 2, Offset: 77, Payload: []byte("value")}),
 	}
 	return map[string][][]byte{
 		"FuzzPeekFrame":         broken(append(append([][]byte(nil), all...), peer[:3]...)),
@@ -229,6 +237,8 @@ func seedCorpus() map[string][][]byte {
 		"FuzzDecodeRequest":     broken(append(all[3:4:4], AppendRequest(nil, &Request{ClientID: 1}))),
 		"FuzzDecodeResponse":    broken(all[4:5]),
 		"FuzzDecodeRedirect":    broken(append(all[5:6:6], AppendRedirect(nil, &Redirect{}))),
+		"FuzzDecodeRead":        broken(append(all[6:7:7], AppendRequest(nil, &Request{ClientID: 1, Seq: 2, Read: ReadLatest}))),
+		"FuzzDecodeReadReply":   broken(append(all[7:8:8], AppendResponse(nil, &Response{ClientID: 1, Seq: 2, Read: ReadLatest, Status: StatusNotLeader}))),
 		"FuzzDecodeMessage":     broken(peer),
 		"FuzzDecoderCompressed": broken(append(compressed[:len(compressed):len(compressed)], peer[:4]...)),
 		"FuzzBatchIter":         batches,

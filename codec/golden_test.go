@@ -27,6 +27,12 @@ func TestGoldenFrames(t *testing.T) {
 			"25000000 01 0b 00 00  2a00000000000000 0700000000000000 00 e803000000000000 03000000 8813000000000000"},
 		{"Request", AppendRequest(nil, &Request{ClientID: 42, Seq: 7, SeqFloor: 5, Payload: []byte("hi")}),
 			"1e000000 01 0a 00 00  2a00000000000000 0700000000000000 0500000000000000 02000000 6869"},
+		{"Read", AppendRequest(nil, &Request{ClientID: 42, Seq: 8, SeqFloor: 5, Read: ReadAt, Offset: 4999}),
+			"21000000 01 0d 00 00  2a00000000000000 0800000000000000 0500000000000000 02 8713000000000000"},
+		{"ReadReply", AppendResponse(nil, &Response{ClientID: 42, Seq: 8, Status: StatusOK, Read: ReadAt, Found: true,
+			Length: 5001, Slot: 1000, Index: 2, Offset: 4999, Payload: []byte("hi")}),
+			"35000000 01 0e 00 00  2a00000000000000 0800000000000000 00 02 01 8913000000000000 e803000000000000" +
+				" 02000000 8713000000000000 02000000 6869"},
 		{"Batch", batch,
 			"02 02000000  2a00000000000000 07 02 02 6869  2b00000000000000 ac02 00 00"},
 		{"Accept", AppendMessage(nil, &Message{Type: TypeAccept, From: 1, To: 2, Ballot: Ballot{Round: 5, Replica: 1},

@@ -38,9 +38,11 @@ const (
 	TypeWelcome   MsgType = 3 // server -> connector: accepted, agreed features, server's proof
 
 	// Client traffic.
-	TypeRequest  MsgType = 10
-	TypeResponse MsgType = 11
-	TypeRedirect MsgType = 12
+	TypeRequest   MsgType = 10
+	TypeResponse  MsgType = 11
+	TypeRedirect  MsgType = 12
+	TypeRead      MsgType = 13 // client -> replica: a linearizable read (a Request with Read set)
+	TypeReadReply MsgType = 14 // replica -> client: a read's answer (a Response with Read set)
 
 	// Peer traffic: every one of these is carried by Message.
 	TypePrepare        MsgType = 20
@@ -113,8 +115,25 @@ type Request struct {
 	// SeqFloor: every seq below SeqFloor has been answered to the client, which will never
 	// retry it, so replicas may forget those seqs. SeqFloor <= Seq (else ErrCorrupt).
 	SeqFloor uint64
-	Payload  []byte // aliases the frame after decoding
+	Payload  []byte // aliases the frame after decoding; always empty for a read
+
+	// Read, when not ReadNone, makes this a read (a TypeRead frame) instead of an append:
+	// ReadLatest asks for the last command of the log, ReadAt for the command at dense
+	// offset Offset. A read takes a seq from the client's sequence like an append.
+	Read   ReadMode
+	Offset uint64 // ReadAt: the dense offset asked for
 }
+
+// ReadMode says what a read asks for. These constants are part of the wire format.
+type ReadMode uint8
+
+const (
+	ReadNone   ReadMode = 0 // not a read: an append
+	ReadLatest ReadMode = 1 // the log's length and its last command
+	ReadAt     ReadMode = 2 // the command at a dense offset, if the log is that long yet
+
+	readModeMax = ReadAt
+)
 
 // Status codes of a Response. These constants are part of the wire format.
 type Status uint8
@@ -128,6 +147,7 @@ const (
 	StatusUnavailable Status = 5 // leadership lost while pending: may or may not be chosen; retry with the same Seq
 	StatusShutdown    Status = 6 // replica shutting down: may or may not be chosen; retry with the same Seq
 	StatusAbandoned   Status = 7 // Seq is below the SeqFloor its client already sent: not applied now (it may have been before); never retry
+	StatusCompacted   Status = 8 // a read asked for an offset below the oldest one this replica keeps (snapshot compaction)
 )
 
 // Response answers one Request. Slot is the log position the command was chosen at when
@@ -135,6 +155,11 @@ const (
 // Index) is a total order of commands. Offset is the command's dense position in the log of
 // applied commands: the number of commands applied before it (no-ops and duplicate retries
 // take no offset), so offsets run 0, 1, 2, ... with no gaps on every replica.
+//
+// A read's answer is a Response with Read set (a TypeReadReply frame): Length is the log's
+// length (commands applied) at the read's point in the order; Found says whether the command
+// asked for exists (for ReadLatest: whether the log is non-empty); when Found, (Slot, Index,
+// Offset) is that command's position and Payload its payload.
 type Response struct {
 	ClientID uint64
 	Seq      uint64
@@ -142,6 +167,11 @@ type Response struct {
 	Slot     uint64
 	Index    uint32
 	Offset   uint64
+
+	Read    ReadMode // ReadNone: the answer to an append
+	Found   bool
+	Length  uint64
+	Payload []byte // aliases the frame after decoding
 }
 
 // Redirect tells a client which replica leads. LeaderAddr may be empty when unknown.

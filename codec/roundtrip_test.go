@@ -46,6 +46,12 @@ func fillRandom(r *rand.Rand, b []byte) {
 	}
 }
 
+func responsesEqual(a, b Response) bool {
+	return a.ClientID == b.ClientID && a.Seq == b.Seq && a.Status == b.Status && a.Slot == b.Slot &&
+		a.Index == b.Index && a.Offset == b.Offset && a.Read == b.Read && a.Found == b.Found &&
+		a.Length == b.Length && bytes.Equal(a.Payload, b.Payload)
+}
+
 func TestRoundTripClientFrames(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	var gotReq Request
@@ -62,8 +68,27 @@ func TestRoundTripClientFrames(t *testing.T) {
 
 		resp := Response{ClientID: randUint64(r), Seq: randUint64(r), Status: Status(r.IntN(int(StatusAbandoned) + 1)),
 			Slot: randUint64(r), Index: randUint32(r), Offset: randUint64(r)}
-		if err := DecodeResponse(AppendResponse(nil, &resp), &gotResp, nil); err != nil || gotResp != resp {
+		if err := DecodeResponse(AppendResponse(nil, &resp), &gotResp, nil); err != nil || !responsesEqual(gotResp, resp) {
 			t.Fatalf("iteration %d: Response: err %v\nwant %+v\ngot  %+v", i, err, resp, gotResp)
+		}
+
+		read := Request{ClientID: randUint64(r), Seq: seq, SeqFloor: req.SeqFloor, Read: ReadLatest}
+		if r.IntN(2) == 0 {
+			read.Read, read.Offset = ReadAt, randUint64(r)
+		}
+		if err := DecodeRead(AppendRequest(nil, &read), &gotReq, nil); err != nil ||
+			gotReq.ClientID != read.ClientID || gotReq.Seq != read.Seq || gotReq.SeqFloor != read.SeqFloor ||
+			gotReq.Read != read.Read || gotReq.Offset != read.Offset || gotReq.Payload != nil {
+			t.Fatalf("iteration %d: Read: err %v\nwant %+v\ngot  %+v", i, err, read, gotReq)
+		}
+
+		reply := Response{ClientID: randUint64(r), Seq: randUint64(r), Status: Status(r.IntN(int(StatusCompacted) + 1)),
+			Read: ReadMode(1 + r.IntN(2)), Length: randUint64(r), Slot: randUint64(r), Index: randUint32(r), Offset: randUint64(r)}
+		if r.IntN(3) > 0 {
+			reply.Found, reply.Payload = true, randBytes(r, 300)
+		}
+		if err := DecodeReadReply(AppendResponse(nil, &reply), &gotResp, nil); err != nil || !responsesEqual(gotResp, reply) {
+			t.Fatalf("iteration %d: ReadReply: err %v\nwant %+v\ngot  %+v", i, err, reply, gotResp)
 		}
 
 		redir := Redirect{ClientID: randUint64(r), Seq: randUint64(r), LeaderID: randUint32(r), LeaderAddr: string(randBytes(r, 40))}

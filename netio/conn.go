@@ -451,7 +451,7 @@ func (s *Server) readClient(cs *connState, buf []byte, offset int) (int, error) 
 		if err != nil {
 			return start, fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
-		if typ != codec.TypeRequest {
+		if typ != codec.TypeRequest && typ != codec.TypeRead {
 			return start, fmt.Errorf("%w: client sent a %s frame", ErrProtocol, typ)
 		}
 		if len(requests) == room {
@@ -459,7 +459,11 @@ func (s *Server) readClient(cs *connState, buf []byte, offset int) (int, error) 
 			break
 		}
 		requests = append(requests, codec.Request{})
-		if err := codec.DecodeRequest(buf[offset:offset+n], &requests[len(requests)-1], &s.cfg.Limits); err != nil {
+		decode := codec.DecodeRequest
+		if typ == codec.TypeRead {
+			decode = codec.DecodeRead
+		}
+		if err := decode(buf[offset:offset+n], &requests[len(requests)-1], &s.cfg.Limits); err != nil {
 			return start, fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
 		offset += n

@@ -37,8 +37,8 @@
 //
 // Per loop turn (gnet OnTraffic) a connection's complete frames are decoded
 // (codec.PeekFrame with Config.Limits) and dispatched: peer messages one by one to
-// HandlePeer, client Requests as one slice per turn to HandleRequests; then everything queued
-// for the connection is written with one Write. Slices handed to the Handler alias gnet's
+// HandlePeer, client Requests (and Reads, as Requests with Read set) as one slice per turn to
+// HandleRequests; then everything queued for the connection is written with one Write. Slices handed to the Handler alias gnet's
 // inbound buffer and are valid only during the call: the Handler copies what it keeps.
 //
 // Responses come from other goroutines (the pipeline's apply stage). ClientConn.Respond and

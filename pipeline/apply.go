@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"hash/crc32"
 	"time"
 
 	"github.com/mpaxos/mpaxos/codec"
@@ -8,42 +9,34 @@ import (
 	"github.com/mpaxos/mpaxos/netio"
 )
 
-// The applied-log digest: FNV-1a 64 over every chosen slot number and, for each command of its
-// batch, (index, client id, seq, payload). Replicas that applied the same log have the same
-// digest; tests and tools (tests/chaos/replicalog) recompute it through these functions.
+// The applied-log digest: a 64-bit chain over every chosen slot, folding in the slot number, the
+// length of its value and the value's CRC-32C (the whole encoded batch: every command's client
+// id, seq, seq floor and payload, duplicates and markers included, since all replicas see the
+// same batches; an empty value is a no-op). Replicas that applied the same log have the same
+// digest; tests and tools (tests/chaos/replicalog) recompute it through DigestSlot.
+//
+// It is a consistency check, not a cryptographic one. It was FNV-1a over every command's
+// fields byte by byte, which cost followers 15-19% of their CPU at saturation; CRC-32C runs in
+// hardware over the whole value at once.
 const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
+	digestOffset = 14695981039346656037
+	digestPrime  = 0x9E3779B97F4A7C15
 )
 
 // DigestStart is the digest of the empty applied log.
-const DigestStart uint64 = fnvOffset
+const DigestStart uint64 = digestOffset
 
-// DigestSlot folds a chosen slot into digest h (before its commands, no-ops included).
-func DigestSlot(h, slot uint64) uint64 { return fnvUint64(h, slot) }
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// DigestCommand folds the command at index of a slot's batch into digest h; every command
-// counts, duplicates and abandoned ones included, since all replicas see the same batches.
-func DigestCommand(h uint64, index uint32, cmd *codec.Command) uint64 {
-	h = fnvUint64(fnvUint64(fnvUint64(h, uint64(index)), cmd.ClientID), cmd.Seq)
-	return fnvBytes(h, cmd.Payload)
+// DigestSlot folds chosen slot and its value into digest h.
+func DigestSlot(h, slot uint64, value []byte) uint64 {
+	h = digestMix(h, slot)
+	return digestMix(h, uint64(len(value))<<32|uint64(crc32.Checksum(value, castagnoli)))
 }
 
-func fnvUint64(h, v uint64) uint64 {
-	for i := 0; i < 8; i++ {
-		h ^= v & 0xff
-		h *= fnvPrime
-		v >>= 8
-	}
-	return h
-}
-
-func fnvBytes(h uint64, b []byte) uint64 {
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= fnvPrime
-	}
-	return h
+func digestMix(h, v uint64) uint64 {
+	h = (h ^ v) * digestPrime
+	return h ^ h>>29
 }
 
 // replies groups the responses of one apply round per connection, so each connection gets
@@ -53,7 +46,12 @@ type replies struct {
 	conns []*netio.ClientConn
 	resps [][]codec.Response
 	used  int
+	total int // responses held
 }
+
+// repliesCoalesceMax bounds the responses the apply stage holds back while it applies a burst
+// of queued jobs (see runApply): about 5 MiB of Responses.
+const repliesCoalesceMax = 1 << 16
 
 func (r *replies) add(c *netio.ClientConn, resp codec.Response) {
 	i, ok := r.index[c]
@@ -68,6 +66,7 @@ func (r *replies) add(c *netio.ClientConn, resp codec.Response) {
 		r.index[c] = i
 	}
 	r.resps[i] = append(r.resps[i], resp)
+	r.total++
 }
 
 func (r *replies) flush() {
@@ -75,7 +74,7 @@ func (r *replies) flush() {
 		r.conns[i].Respond(r.resps[i])
 		r.conns[i] = nil
 	}
-	r.used = 0
+	r.used, r.total = 0, 0
 	clear(r.index)
 }
 
@@ -101,11 +100,12 @@ func (n *Node) runApply() {
 	lim := n.cfg.Network.Limits
 	var it codec.BatchIter
 	var answers []codec.Response // one batch's answers, reused
+	var reads []pendingRead      // one round's reads, answered after it is published
 	for job := range n.applyCh {
 		if job.failAll {
 			n.waitMu.Lock()
-			n.waiters.drain(func(key cmdKey, c *netio.ClientConn) {
-				out.add(c, codec.Response{ClientID: key.client, Seq: key.seq, Status: job.status})
+			n.waiters.drain(func(key cmdKey, c *netio.ClientConn, q readQuery) {
+				out.add(c, codec.Response{ClientID: key.client, Seq: key.seq, Status: job.status, Read: q.mode})
 			})
 			n.waitMu.Unlock()
 			out.flush()
@@ -119,7 +119,7 @@ func (n *Node) runApply() {
 		for _, e := range job.entries {
 			slots++
 			state.Slot = e.Slot + 1
-			state.Digest = DigestSlot(state.Digest, e.Slot)
+			state.Digest = DigestSlot(state.Digest, e.Slot, e.Value)
 			if len(e.Value) == 0 {
 				continue // a no-op filling a gap
 			}
@@ -137,7 +137,6 @@ func (n *Node) runApply() {
 				offset := embed.nextOffset()
 				r := sessions.ApplyCommand(cmd.ClientID, cmd.Seq, cmd.SeqFloor, e.Slot, index, offset)
 				embed.command(e.Slot, index, cmd, r.Outcome != core.SessionApplied)
-				state.Digest = DigestCommand(state.Digest, index, &cmd)
 				commands++
 				if r.Outcome == core.SessionDuplicate {
 					duplicates++
@@ -152,7 +151,14 @@ func (n *Node) runApply() {
 			if len(answers) > 0 {
 				n.waitMu.Lock()
 				for _, resp := range answers {
-					if c := n.waiters.take(cmdKey{resp.ClientID, resp.Seq}); c != nil {
+					c, q := n.waiters.take(cmdKey{resp.ClientID, resp.Seq})
+					switch {
+					case c == nil:
+					case q.mode != codec.ReadNone:
+						// A read's marker: its offset is the log's length here. The payload
+						// is looked up once the round is published (below).
+						reads = append(reads, pendingRead{conn: c, query: q, resp: resp})
+					default:
 						out.add(c, resp)
 					}
 				}
@@ -165,12 +171,24 @@ func (n *Node) runApply() {
 		embed.endRound(sessions, &state)
 		snapshot := state
 		n.applied.Store(&snapshot)
-		// Answer only after the round is published: a client that got its answer finds its
-		// command in Applied, Read and Subscribe on this replica.
-		out.flush()
+		for i := range reads {
+			out.add(reads[i].conn, n.answerRead(&reads[i]))
+			reads[i] = pendingRead{}
+		}
+		reads = reads[:0]
 		n.metrics.slotsChosen.Add(float64(slots))
 		n.metrics.commandsChosen.Add(float64(commands))
 		n.latency.applyToReply.record(time.Since(job.handed))
+		// When more chosen slots are already queued, apply them before answering: each
+		// connection then gets one write for the whole burst rather than one per job. At
+		// saturation with 64 connections the per-job writes cost the leader about 15% of its
+		// CPU in write syscalls. The answers wait only for work that is already here.
+		if len(n.applyCh) > 0 && out.total < repliesCoalesceMax {
+			continue
+		}
+		// Answer only after the round is published: a client that got its answer finds its
+		// command in Applied, Read and Subscribe on this replica.
+		out.flush()
 		n.resumePaused()
 	}
 	// Closed by the step loop after its final failAll: nothing waits any more.

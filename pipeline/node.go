@@ -322,6 +322,13 @@ func (n *Node) HandleRequests(c *netio.ClientConn, reqs []codec.Request) int {
 	n.waitMu.Lock()
 	for i := range reqs {
 		r := &reqs[i]
+		if r.Read == codec.ReadAt {
+			if resp, ok := n.readAppliedNow(r); ok {
+				refused = append(refused, resp) // answered at once, from memory
+				taken++
+				continue
+			}
+		}
 		if !n.batcher.Fits(len(r.Payload)) {
 			refused = append(refused, codec.Response{ClientID: r.ClientID, Seq: r.Seq, Status: codec.StatusTooLarge})
 			taken++
@@ -332,17 +339,20 @@ func (n *Node) HandleRequests(c *netio.ClientConn, reqs []codec.Request) int {
 		}
 		if r.SeqFloor > r.Seq || r.Seq-r.SeqFloor >= uint64(n.cfg.SessionSeqsMax) {
 			// The apply stage would refuse it (core.SessionRefused): answer now, spend no slot.
-			refused = append(refused, codec.Response{ClientID: r.ClientID, Seq: r.Seq, Status: codec.StatusInvalid})
+			refused = append(refused, codec.Response{ClientID: r.ClientID, Seq: r.Seq, Status: codec.StatusInvalid, Read: r.Read})
 			taken++
 			continue
 		}
+		// A read is proposed as an empty marker command (reads.go): its answer is the log as
+		// it stands where the marker is chosen.
 		if err := n.batcher.Add(r.ClientID, r.Seq, r.SeqFloor, r.Payload); err != nil {
 			break // ErrFull: pause the connection
 		}
-		if old := n.waiters.put(cmdKey{r.ClientID, r.Seq}, c); old != nil {
+		q := readQuery{mode: r.Read, offset: r.Offset}
+		if old := n.waiters.put(cmdKey{r.ClientID, r.Seq}, c, q); old != nil {
 			// The same command again while the first copy is pending (a retry on a new
 			// connection): the old waiter gets an ambiguous answer, the new one the result.
-			old.Respond([]codec.Response{{ClientID: r.ClientID, Seq: r.Seq, Status: codec.StatusUnavailable}})
+			old.Respond([]codec.Response{{ClientID: r.ClientID, Seq: r.Seq, Status: codec.StatusUnavailable, Read: r.Read}})
 		}
 		taken++
 	}
@@ -368,7 +378,7 @@ func (n *Node) ClientClosed(*netio.ClientConn) {}
 func (n *Node) answerAll(c *netio.ClientConn, reqs []codec.Request, st codec.Status) {
 	rs := make([]codec.Response, len(reqs))
 	for i := range reqs {
-		rs[i] = codec.Response{ClientID: reqs[i].ClientID, Seq: reqs[i].Seq, Status: st}
+		rs[i] = codec.Response{ClientID: reqs[i].ClientID, Seq: reqs[i].Seq, Status: st, Read: reqs[i].Read}
 	}
 	c.Respond(rs)
 }

@@ -142,7 +142,11 @@ func TestBackpressurePausesAndResumesClients(t *testing.T) {
 // The waiter table against a map model, under the insert/delete churn it sees in use.
 func TestWaiterTableMatchesAMap(t *testing.T) {
 	w := newWaiterTable(4)
-	model := map[cmdKey]*netio.ClientConn{}
+	type entry struct {
+		conn *netio.ClientConn
+		read readQuery
+	}
+	model := map[cmdKey]entry{}
 	conns := []*netio.ClientConn{new(netio.ClientConn), new(netio.ClientConn), new(netio.ClientConn)}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for step := 0; step < 200000; step++ {
@@ -150,13 +154,15 @@ func TestWaiterTableMatchesAMap(t *testing.T) {
 		switch rng.IntN(3) {
 		case 0, 1:
 			c := conns[rng.IntN(len(conns))]
-			if got, want := w.put(k, c), model[k]; got != want {
+			q := readQuery{mode: codec.ReadMode(rng.IntN(3)), offset: uint64(rng.IntN(1000))}
+			if got, want := w.put(k, c, q), model[k].conn; got != want {
 				t.Fatalf("step %d: put %v replaced %p, want %p", step, k, got, want)
 			}
-			model[k] = c
+			model[k] = entry{c, q}
 		case 2:
-			if got, want := w.take(k), model[k]; got != want {
-				t.Fatalf("step %d: take %v = %p, want %p", step, k, got, want)
+			got, q := w.take(k)
+			if want := model[k]; got != want.conn || q != want.read {
+				t.Fatalf("step %d: take %v = %p %+v, want %p %+v", step, k, got, q, want.conn, want.read)
 			}
 			delete(model, k)
 		}
@@ -164,16 +170,16 @@ func TestWaiterTableMatchesAMap(t *testing.T) {
 			t.Fatalf("step %d: len %d, want %d", step, w.len(), len(model))
 		}
 	}
-	for k, c := range model {
-		if w.get(k) != c {
+	for k, e := range model {
+		if w.get(k) != e.conn {
 			t.Fatalf("get %v wrong", k)
 		}
 	}
 	n := 0
-	w.drain(func(k cmdKey, c *netio.ClientConn) {
+	w.drain(func(k cmdKey, c *netio.ClientConn, q readQuery) {
 		n++
-		if model[k] != c {
-			t.Fatalf("drain yielded %v -> %p, model has %p", k, c, model[k])
+		if model[k].conn != c || model[k].read != q {
+			t.Fatalf("drain yielded %v -> %p %+v, model has %+v", k, c, q, model[k])
 		}
 	})
 	if n != len(model) || w.len() != 0 || w.get(cmdKey{1, 1}) != nil {
@@ -186,7 +192,7 @@ func BenchmarkWaiterTableChurn(b *testing.B) {
 	c := new(netio.ClientConn)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		w.put(cmdKey{uint64(i % 64), uint64(i)}, c)
+		w.put(cmdKey{uint64(i % 64), uint64(i)}, c, readQuery{})
 		if i >= 4096 {
 			w.take(cmdKey{uint64((i - 4096) % 64), uint64(i - 4096)})
 		}

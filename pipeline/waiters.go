@@ -1,6 +1,9 @@
 package pipeline
 
-import "github.com/mpaxos/mpaxos/netio"
+import (
+	"github.com/mpaxos/mpaxos/codec"
+	"github.com/mpaxos/mpaxos/netio"
+)
 
 // waiterTable maps a pending command (client id, seq) to the connection waiting for its
 // answer. It is an open-addressing hash table with linear probing and backward-shift deletion:
@@ -16,6 +19,13 @@ type waiterTable struct {
 type waiterSlot struct {
 	key  cmdKey
 	conn *netio.ClientConn // nil: empty slot
+	read readQuery         // a read's query; mode ReadNone for an append
+}
+
+// readQuery is what a pending read asks (see codec.Request.Read).
+type readQuery struct {
+	mode   codec.ReadMode
+	offset uint64
 }
 
 func newWaiterTable(capacity int) *waiterTable {
@@ -48,8 +58,8 @@ func (w *waiterTable) get(k cmdKey) *netio.ClientConn {
 	}
 }
 
-// put sets k's connection and returns the one it replaces (nil if none).
-func (w *waiterTable) put(k cmdKey, c *netio.ClientConn) *netio.ClientConn {
+// put sets k's connection and query and returns the connection it replaces (nil if none).
+func (w *waiterTable) put(k cmdKey, c *netio.ClientConn, q readQuery) *netio.ClientConn {
 	if 2*(w.count+1) > len(w.slots) {
 		w.grow()
 	}
@@ -57,33 +67,33 @@ func (w *waiterTable) put(k cmdKey, c *netio.ClientConn) *netio.ClientConn {
 	for i := k.hash() & mask; ; i = (i + 1) & mask {
 		s := &w.slots[i]
 		if s.conn == nil {
-			s.key, s.conn = k, c
+			s.key, s.conn, s.read = k, c, q
 			w.count++
 			return nil
 		}
 		if s.key == k {
 			old := s.conn
-			s.conn = c
+			s.conn, s.read = c, q
 			return old
 		}
 	}
 }
 
-// take removes k and returns its connection (nil if absent).
-func (w *waiterTable) take(k cmdKey) *netio.ClientConn {
+// take removes k and returns its connection (nil if absent) and query.
+func (w *waiterTable) take(k cmdKey) (*netio.ClientConn, readQuery) {
 	mask := uint64(len(w.slots) - 1)
 	i := k.hash() & mask
 	for {
 		s := &w.slots[i]
 		if s.conn == nil {
-			return nil
+			return nil, readQuery{}
 		}
 		if s.key == k {
 			break
 		}
 		i = (i + 1) & mask
 	}
-	c := w.slots[i].conn
+	c, q := w.slots[i].conn, w.slots[i].read
 	// Backward shift: move later entries of the probe run into the hole when their home
 	// slot is not between the hole and their position.
 	hole := i
@@ -96,7 +106,7 @@ func (w *waiterTable) take(k cmdKey) *netio.ClientConn {
 	}
 	w.slots[hole] = waiterSlot{}
 	w.count--
-	return c
+	return c, q
 }
 
 func (w *waiterTable) grow() {
@@ -105,16 +115,16 @@ func (w *waiterTable) grow() {
 	w.count = 0
 	for _, s := range old {
 		if s.conn != nil {
-			w.put(s.key, s.conn)
+			w.put(s.key, s.conn, s.read)
 		}
 	}
 }
 
 // drain calls fn for every entry and empties the table.
-func (w *waiterTable) drain(fn func(k cmdKey, c *netio.ClientConn)) {
+func (w *waiterTable) drain(fn func(k cmdKey, c *netio.ClientConn, q readQuery)) {
 	for i := range w.slots {
 		if s := w.slots[i]; s.conn != nil {
-			fn(s.key, s.conn)
+			fn(s.key, s.conn, s.read)
 		}
 	}
 	clear(w.slots)

@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/mpaxos/mpaxos/tests/chaos/history"
-	"github.com/mpaxos/mpaxos/tests/chaos/netns"
 )
 
 // runScenario: a cluster under load, the given faults one after another with pauses between,
@@ -68,16 +66,14 @@ func TestChaosCorruptWALWipeRejoin(t *testing.T) { runFault(t, "corrupt-wal-wipe
 func TestChaosHostileClients(t *testing.T)       { runFault(t, "hostile-clients") }
 
 // Replicas in network namespaces: a link taken down cuts a replica from peers and clients
-// alike; netem shapes real packets where the kernel supports it.
+// alike; netem shapes real packets: tc netem where the kernel has it, else the userspace
+// packet emulator (tests/chaos/netns) with the same knobs.
 func TestChaosNetnsDisconnectLeader(t *testing.T) {
 	runScenario(t, testSeed(t), options{netns: true}, []fault{faultByName("netns-disconnect-leader")})
 }
 
 func TestChaosNetnsNetem(t *testing.T) {
 	requireChaos(t)
-	if err := netns.NetemSupported(); errors.Is(err, netns.ErrNetemUnsupported) {
-		t.Skipf("NOT TESTED: %v", err)
-	}
 	runScenario(t, testSeed(t), options{netns: true}, []fault{faultByName("netns-netem")})
 }
 

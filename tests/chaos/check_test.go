@@ -35,7 +35,7 @@ func (h *harness) finishAndCheck(w *workload) summary {
 		return summary{}
 	}
 	if rejected := w.rejectedSeen(); len(rejected) > 0 {
-		t.Errorf("valid appends were rejected: %q", rejected)
+		t.Errorf("valid appends or reads were rejected: %q", rejected)
 	}
 
 	// A final append must succeed once the cluster is whole again.

@@ -1,17 +1,23 @@
 // Package chaos runs real `mpaxos serve` processes under faults and checks what clients saw.
 //
 // Each test starts a local cluster (tests/chaos/cluster) whose peer traffic passes through a
-// fault proxy per ordered pair of replicas (tests/chaos/faultproxy), drives it with pinned
-// clients (one endpoint) and roaming clients (every endpoint) appending unique values, injects
-// faults, heals, and then checks the end state:
+// fault proxy per ordered pair of replicas (tests/chaos/faultproxy), drives it with a workload,
+// injects faults, heals, and then checks the end state. The workload: pinned clients (one
+// endpoint) and roaming clients (every endpoint), several lanes each, appending unique values
+// and reading — ReadLatest (the log's length and last value) and ReadAt (the value at a dense
+// offset, mostly near the tail, some past it) — with one reader-only lane per client, plus
+// redial lanes that replace their client (random endpoint order) after any unanswered
+// operation and every 20, so during a partition some work reaches each side. Every operation
+// is recorded with call and return times; unanswered appends are indeterminate, unanswered
+// reads are left out. The end-of-run checks:
 //
 //   - a final append succeeds;
 //   - every replica converges to the same applied log (/debug/applied slot and digest);
 //   - read offline after the replicas stop (tests/chaos/replicalog), every replica holds the
 //     same log, whose digest matches what the replica reported live;
 //   - every acknowledged append is in that log exactly once, at the position it was
-//     acknowledged with, and the history is linearizable for the append-only log model
-//     (tests/chaos/history, porcupine); failures save porcupine's HTML visualisation, the
+//     acknowledged with, and the history (appends and reads) is linearizable for the
+//     append-only log model (tests/chaos/history, porcupine); failures save porcupine's HTML visualisation, the
 //     history and the replicas' output under tests/chaos/artifacts/;
 //   - no replica exited that the test did not kill.
 //

@@ -299,29 +299,42 @@ func faultNetnsDisconnectLeader(h *harness, w *workload) {
 	h.must(h.topo.Reconnect(id))
 }
 
-// faultNetem shapes every replica's egress with tc netem: a 5 ms round trip, then 25 ms with
-// loss and reordering. Where the kernel has no netem it says so in the fault log and does
-// nothing else: the faultproxy scenarios cover delay and loss there.
+// faultNetem shapes every replica's egress: a 5 ms round trip, then 25 ms with jitter, loss
+// and reordering — with tc netem where the kernel has it, else with the userspace emulator
+// (netns.CreateEmulated), whose counters must then show packets lost and reordered.
 func faultNetem(h *harness, w *workload) {
 	steps := []netns.Netem{
 		{Delay: 2500 * time.Microsecond, Jitter: 500 * time.Microsecond},
 		{Delay: 12500 * time.Microsecond, Jitter: 2 * time.Millisecond, LossPercent: 5, ReorderPercent: 10},
 	}
+	mode := "tc netem"
+	if h.topo.Emulated {
+		mode = "userspace emulator"
+	}
 	for _, n := range steps {
 		for _, host := range h.topo.Hosts {
-			err := h.topo.SetNetem(host.Index, n)
-			if errors.Is(err, netns.ErrNetemUnsupported) {
-				h.fault("NOT TESTED: netem unsupported by this kernel: %v", err)
-				h.t.Log("NOT TESTED: tc netem delay/loss/reordering (kernel lacks sch_netem)")
-				return
-			}
-			h.must(err)
+			h.must(h.topo.SetNetem(host.Index, n))
 		}
-		h.fault("netem on every replica's egress: %+v", n)
+		h.fault("%s on every replica's egress: %+v", mode, n)
 		sleep(h.hold())
 	}
 	for _, host := range h.topo.Hosts {
 		h.must(h.topo.ClearNetem(host.Index))
 	}
 	h.fault("netem cleared")
+	if !h.topo.Emulated {
+		return
+	}
+	var total netns.HostStats
+	for _, host := range h.topo.Hosts {
+		s, err := h.topo.Stats(host.Index)
+		h.must(err)
+		total.Forwarded += s.Forwarded
+		total.Lost += s.Lost
+		total.Reordered += s.Reordered
+	}
+	h.fault("emulator: replicas sent %d packets, %d lost, %d reordered", total.Forwarded, total.Lost, total.Reordered)
+	if total.Lost == 0 || total.Reordered == 0 {
+		h.t.Errorf("netem shaped nothing: replicas' packets %+v", total)
+	}
 }

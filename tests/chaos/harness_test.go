@@ -151,7 +151,13 @@ func newHarness(t *testing.T, seed uint64, opts options) *harness {
 		if err := netns.Available(); err != nil {
 			t.Fatalf("this test runs replicas in network namespaces: %v", err)
 		}
-		topo, err := netns.Create(opts.replicas)
+		// Without kernel netem the userspace emulator joins the namespaces, so netem faults
+		// still shape real packets.
+		create := netns.Create
+		if netns.NetemSupported() != nil {
+			create = netns.CreateEmulated
+		}
+		topo, err := create(opts.replicas)
 		if err != nil {
 			t.Fatal(err)
 		}

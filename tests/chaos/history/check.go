@@ -63,6 +63,7 @@ type Result struct {
 	Acknowledged  int // appends acknowledged
 	Indeterminate int // appends with unknown outcome
 	Resolved      int // indeterminate appends found in the final log (so they took effect)
+	Reads         int // reads (by offset and latest) answered, so checked
 	Checked       int // operations given to porcupine
 
 	Visualization string // path of the HTML visualisation, if one was written
@@ -78,9 +79,9 @@ func (r Result) OK() bool {
 // Summary is a few lines for a test log.
 func (r Result) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "verdict %s (model %s, %d ops checked in %v); %d ops: %d appends, %d acknowledged, %d indeterminate (%d found in the final log)",
+	fmt.Fprintf(&b, "verdict %s (model %s, %d ops checked in %v); %d ops: %d appends, %d acknowledged, %d indeterminate (%d found in the final log), %d reads answered",
 		r.Verdict, r.Model, r.Checked, r.Elapsed.Round(time.Millisecond), r.Ops, r.Appends,
-		r.Acknowledged, r.Indeterminate, r.Resolved)
+		r.Acknowledged, r.Indeterminate, r.Resolved, r.Reads)
 	if r.ProblemsTotal > 0 {
 		fmt.Fprintf(&b, "\n%d problems:", r.ProblemsTotal)
 		for _, p := range r.Problems {
@@ -147,6 +148,9 @@ func Check(ops []Op, final *Final, cfg Config) Result {
 func (c *checker) countAppends(ops []Op) {
 	for _, op := range ops {
 		if op.Kind != KindAppend {
+			if op.Outcome == OutcomeOK {
+				c.result.Reads++
+			}
 			continue
 		}
 		c.result.Appends++
@@ -340,7 +344,7 @@ func (c *checker) porcupineHistory(ops []Op, final *Final, offsets map[uint64]in
 			if op.Outcome != OutcomeOK {
 				continue
 			}
-			out.length = op.Length
+			out.length, out.found, out.value = op.Length, op.Found, op.Value
 		default:
 			continue
 		}
@@ -349,10 +353,14 @@ func (c *checker) porcupineHistory(ops []Op, final *Final, offsets map[uint64]in
 	if final != nil {
 		// The final log is an observation made after every operation returned: a read of the
 		// whole length. It makes a lost append or an unknown value in the log illegal.
+		out := modelOutput{known: true, length: uint64(len(final.Entries))}
+		if n := len(final.Entries); n > 0 {
+			out.found, out.value = true, final.Entries[n-1].Value
+		}
 		pops = append(pops, porcupine.Operation{
 			ClientId: lastClient + 1, Call: lastReturn + 1, Return: lastReturn + 2,
 			Input:  modelInput{kind: KindReadLatest},
-			Output: modelOutput{known: true, length: uint64(len(final.Entries))},
+			Output: out,
 		})
 	}
 	return LogModel(), pops

@@ -22,7 +22,7 @@ type Kind uint8
 const (
 	KindAppend     Kind = 1 // append Value; on success the log position comes back
 	KindRead       Kind = 2 // read the value at dense Offset
-	KindReadLatest Kind = 3 // read the log's length
+	KindReadLatest Kind = 3 // read the log's length and its last value
 )
 
 func (k Kind) String() string {
@@ -78,7 +78,8 @@ type Op struct {
 	// Append: the (Slot, Index) the server acknowledged.
 	Slot  uint64
 	Index uint32
-	// Read: whether the position held a value. ReadLatest: Length is the log length seen.
+	// Read: whether the position held a value. ReadLatest: Length is the log length seen;
+	// Found (the log was not empty) and Value are its last value.
 	Found  bool
 	Length uint64
 
@@ -108,7 +109,10 @@ func (op Op) String() string {
 		if op.Outcome != OutcomeOK {
 			return fmt.Sprintf("c%d readLatest() -> %s", op.Client, op.Outcome)
 		}
-		return fmt.Sprintf("c%d readLatest() -> %d", op.Client, op.Length)
+		if !op.Found {
+			return fmt.Sprintf("c%d readLatest() -> length %d, empty", op.Client, op.Length)
+		}
+		return fmt.Sprintf("c%d readLatest() -> length %d, last %d", op.Client, op.Length, op.Value)
 	}
 	return fmt.Sprintf("c%d %s", op.Client, op.Kind)
 }

@@ -35,8 +35,9 @@ func read(client int, call, ret int64, offset, value uint64, found bool) Op {
 		Offset: offset, Value: value, Found: found}
 }
 
-func latest(client int, call, ret int64, length uint64) Op {
-	return Op{Client: client, Kind: KindReadLatest, Outcome: OutcomeOK, Call: call, Return: ret, Length: length}
+func latest(client int, call, ret int64, length, last uint64) Op {
+	return Op{Client: client, Kind: KindReadLatest, Outcome: OutcomeOK, Call: call, Return: ret, Length: length,
+		Found: length > 0, Value: last}
 }
 
 // finalOf lists values in log order; value v sits at slot offset+1, index 0 (matching ack).
@@ -61,10 +62,10 @@ func TestCheckAcceptsLinearizableHistories(t *testing.T) {
 		{"indeterminate append that took effect", []Op{unknown(0, 1, 10), ack(1, 5, 6, 11, 1)}, finalOf(10, 11), ModelLog},
 		{"indeterminate append that never took effect", []Op{unknown(0, 1, 10), ack(1, 5, 6, 11, 0)}, finalOf(11), ModelLog},
 		{"indeterminate append fills a gap without a final log", []Op{unknown(0, 1, 10), ack(1, 5, 6, 11, 1), read(2, 7, 8, 0, 10, true)}, nil, ModelLog},
-		{"indeterminate append may stay invisible without a final log", []Op{unknown(0, 1, 10), ack(1, 5, 6, 11, 0), latest(2, 7, 8, 1)}, nil, ModelLog},
+		{"indeterminate append may stay invisible without a final log", []Op{unknown(0, 1, 10), ack(1, 5, 6, 11, 0), latest(2, 7, 8, 1, 11)}, nil, ModelLog},
 		{"reads see acknowledged appends", []Op{
-			ack(0, 1, 2, 10, 0), read(1, 3, 4, 0, 10, true), read(1, 5, 6, 1, 0, false), latest(2, 3, 4, 1),
-			ack(0, 7, 12, 11, 1), latest(2, 8, 9, 1), latest(2, 10, 11, 2), // concurrent with the append: either
+			ack(0, 1, 2, 10, 0), read(1, 3, 4, 0, 10, true), read(1, 5, 6, 1, 0, false), latest(2, 3, 4, 1, 10),
+			ack(0, 7, 12, 11, 1), latest(2, 8, 9, 1, 10), latest(2, 10, 11, 2, 11), // concurrent with the append: either
 		}, finalOf(10, 11), ModelLog},
 		{"positions increase with real time", []Op{
 			ackPos(0, 1, 2, 10, 3, 0), ackPos(1, 3, 10, 11, 5, 1), ackPos(2, 4, 9, 12, 5, 0), unknown(3, 5, 13), ackPos(0, 11, 12, 14, 9, 0),
@@ -105,7 +106,11 @@ func TestCheckRejectsBadHistories(t *testing.T) {
 		{"two appends at the same position", []Op{ackPos(0, 1, 2, 10, 4, 0), ackPos(1, 1, 2, 11, 4, 0)}, nil, "two appends acknowledged at slot 4 index 0"},
 		{"read of a value never appended", []Op{ack(0, 1, 2, 10, 0), read(1, 3, 4, 0, 99, true)}, finalOf(10), ""},
 		{"read of a position never filled", []Op{ack(0, 1, 2, 10, 0), read(1, 3, 4, 1, 10, true)}, finalOf(10), ""},
-		{"stale read latest after a newer ack", []Op{ack(0, 1, 2, 10, 0), ack(0, 3, 4, 11, 1), latest(1, 5, 6, 1)}, finalOf(10, 11), ""},
+		{"stale read latest after a newer ack", []Op{ack(0, 1, 2, 10, 0), ack(0, 3, 4, 11, 1), latest(1, 5, 6, 1, 10)}, finalOf(10, 11), ""},
+		{"read latest returns a value that is not the last", []Op{ack(0, 1, 2, 10, 0), ack(0, 3, 4, 11, 1), latest(1, 5, 6, 2, 10)}, finalOf(10, 11), ""},
+		{"read latest of an empty log finds a value", []Op{
+			{Client: 1, Kind: KindReadLatest, Outcome: OutcomeOK, Call: 1, Return: 2, Length: 0, Found: true, Value: 10},
+			ack(0, 3, 4, 10, 0)}, finalOf(10), ""},
 		{"stale read misses an acknowledged position", []Op{ack(0, 1, 2, 10, 0), ack(0, 3, 4, 11, 1), read(1, 5, 6, 1, 0, false)}, finalOf(10, 11), ""},
 		{"stale position after a newer ack", []Op{ackPos(0, 1, 2, 10, 7, 0), ackPos(1, 3, 4, 11, 6, 0)}, nil, "stale position"},
 		{"offsets against real time", []Op{ack(0, 1, 2, 10, 1), ack(1, 3, 4, 11, 0)}, nil, ""},
@@ -162,7 +167,7 @@ func TestCheckPorcupineAloneCatchesEachAnomaly(t *testing.T) {
 
 func TestCheckWritesArtifactsOnFailure(t *testing.T) {
 	dir := t.TempDir()
-	ops := []Op{ack(0, 1, 2, 10, 0), ack(0, 3, 4, 11, 1), latest(1, 5, 6, 1)}
+	ops := []Op{ack(0, 1, 2, 10, 0), ack(0, 3, 4, 11, 1), latest(1, 5, 6, 1, 10)}
 	r := Check(ops, finalOf(10, 11), Config{ArtifactDir: dir, Name: "stale/read"})
 	if r.OK() {
 		t.Fatalf("want a failure, got %s", r.Summary())
@@ -253,6 +258,9 @@ func randomHistory(rng *rand.Rand, clients, opsPerClient int, withOffsets bool) 
 			}
 		case KindReadLatest:
 			p.op.Outcome, p.op.Length = OutcomeOK, uint64(len(log))
+			if len(log) > 0 {
+				p.op.Found, p.op.Value = true, log[len(log)-1]
+			}
 		}
 	}
 	ops := make([]Op, len(all))

@@ -21,7 +21,7 @@ type modelOutput struct {
 	offset uint64 // append: dense offset acknowledged
 	value  uint64 // read: value found
 	found  bool   // read: the position held a value
-	length uint64 // readLatest: log length
+	length uint64 // readLatest: log length (found and value: its last value)
 
 	// Position model only: the acknowledged (slot, index).
 	slot  uint64
@@ -113,7 +113,10 @@ func stepLog(state, input, output interface{}) []interface{} {
 		}
 		return []interface{}{s}
 	case KindReadLatest:
-		if out.known && out.length != s.length {
+		if !out.known {
+			return []interface{}{s}
+		}
+		if out.length != s.length || out.found != (s.length > 0) || (out.found && out.value != s.value) {
 			return nil
 		}
 		return []interface{}{s}
@@ -139,7 +142,10 @@ func describeLogOperation(input, output interface{}) string {
 		}
 		return fmt.Sprintf("read(%d) -> %d", in.offset, out.value)
 	case KindReadLatest:
-		return fmt.Sprintf("readLatest() -> %d", out.length)
+		if !out.found {
+			return fmt.Sprintf("readLatest() -> %d, empty", out.length)
+		}
+		return fmt.Sprintf("readLatest() -> %d, last %d", out.length, out.value)
 	}
 	return fmt.Sprintf("%v -> %v", input, output)
 }

@@ -93,24 +93,56 @@ type Host struct {
 	Index     int    // 1-based
 	Namespace string // network namespace name
 	Addr      string // IPv4 address inside the namespace
-	VethHost  string // veth end in the root namespace, on the bridge
-	VethInner string // veth end inside the namespace
+	VethHost  string // veth end in the root namespace, on the bridge ("" when emulated)
+	VethInner string // veth end inside the namespace ("" when emulated)
+	Device    string // the namespace's interface: VethInner, or the TUN device when emulated
 }
 
-// Topology is a bridge in the root namespace and hosts hanging off it.
+// Topology is a bridge (or the userspace emulator) in the root namespace and hosts hanging
+// off it.
 type Topology struct {
 	Run        string // per-run prefix of every name
-	Bridge     string
+	Bridge     string // the bridge, or the gateway TUN device when emulated
 	Subnet     string // e.g. 198.18.42.0/24
-	Gateway    string // the bridge's address
+	Gateway    string // the bridge's (gateway device's) address
 	Hosts      []Host
+	Emulated   bool // joined by the userspace emulator rather than a bridge
 	namespaces []string
+	emulator   *emulator
 }
 
-// Create builds hosts namespaces. On error everything made so far is deleted.
-func Create(hosts int) (*Topology, error) {
+// Options chooses how Create joins the hosts.
+type Options struct {
+	// Emulated joins the hosts with TUN devices and the userspace emulator instead of veth
+	// pairs and a bridge, so SetNetem works without the kernel's sch_netem.
+	Emulated bool
+	// Emulator sizes the emulator; zero fields take DefaultEmulatorConfig's values.
+	Emulator EmulatorConfig
+}
+
+// Create builds hosts namespaces joined by a bridge. On error everything made so far is
+// deleted.
+func Create(hosts int) (*Topology, error) { return CreateWith(hosts, Options{}) }
+
+// CreateEmulated builds hosts namespaces joined by the userspace emulator.
+func CreateEmulated(hosts int) (*Topology, error) {
+	return CreateWith(hosts, Options{Emulated: true})
+}
+
+// CreateWith builds hosts namespaces as opts says. On error everything made so far is
+// deleted.
+func CreateWith(hosts int, opts Options) (*Topology, error) {
 	if hosts < 1 || hosts > 200 {
 		return nil, fmt.Errorf("netns: %d hosts: want 1..200", hosts)
+	}
+	ecfg := opts.Emulator.withDefaults()
+	if opts.Emulated {
+		if err := ecfg.Validate(); err != nil {
+			return nil, err
+		}
+		if ecfg.Seed == 0 {
+			ecfg.Seed = rand64()
+		}
 	}
 	run := "mpx" + randomHex(3)[:5]
 	// The third octet is drawn per run; build refuses a subnet that is already routed.
@@ -123,11 +155,28 @@ func Create(hosts int) (*Topology, error) {
 		Subnet:  fmt.Sprintf("198.18.%d.0/24", third),
 		Gateway: fmt.Sprintf("198.18.%d.254", third),
 	}
-	if err := t.build(hosts, third); err != nil {
+	build := t.build
+	if opts.Emulated {
+		t.Emulated = true
+		t.Bridge = run + "gw"
+		t.emulator = newEmulator(ecfg, third)
+		build = t.buildEmulated
+	}
+	if err := build(hosts, third); err != nil {
 		t.Close()
 		return nil, err
 	}
 	return t, nil
+}
+
+func rand64() uint64 {
+	b := make([]byte, 8)
+	rand.Read(b)
+	v := uint64(0)
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v | 1
 }
 
 func (t *Topology) build(hosts, third int) error {
@@ -152,6 +201,7 @@ func (t *Topology) build(hosts, third int) error {
 			VethHost:  fmt.Sprintf("%sh%d", t.Run, i),
 			VethInner: fmt.Sprintf("%sn%d", t.Run, i),
 		}
+		h.Device = h.VethInner
 		if _, err := run("ip", "netns", "add", h.Namespace); err != nil {
 			return err
 		}
@@ -173,7 +223,12 @@ func (t *Topology) build(hosts, third int) error {
 			}
 		}
 	}
-	// The guard: our addresses must leave the root namespace through our bridge, nowhere else.
+	return t.checkRoutes()
+}
+
+// checkRoutes is the guard: our addresses must leave the root namespace through our bridge
+// (gateway device), nowhere else.
+func (t *Topology) checkRoutes() error {
 	for _, h := range t.Hosts {
 		out, err := run("ip", "-4", "route", "get", h.Addr)
 		if err != nil {
@@ -198,7 +253,7 @@ func (t *Topology) host(i int) Host {
 	return t.Hosts[i-1]
 }
 
-// Netem shapes what host i sends (its veth's egress).
+// Netem shapes what host i sends (its veth's egress, or its packets through the emulator).
 type Netem struct {
 	Delay          time.Duration
 	Jitter         time.Duration
@@ -223,7 +278,8 @@ func (n Netem) args() []string {
 	return args
 }
 
-// SetNetem replaces host i's egress shaping. ErrNetemUnsupported when the kernel lacks netem.
+// SetNetem replaces host i's egress shaping: tc netem on a bridge topology
+// (ErrNetemUnsupported when the kernel lacks it), the emulator's shaping when emulated.
 func (t *Topology) SetNetem(i int, n Netem) error {
 	if n.LossPercent < 0 || n.LossPercent > 100 || n.ReorderPercent < 0 || n.ReorderPercent > 100 {
 		return fmt.Errorf("netns: netem %+v: percentages must be within 0..100", n)
@@ -231,7 +287,14 @@ func (t *Topology) SetNetem(i int, n Netem) error {
 	if n.ReorderPercent > 0 && n.Delay == 0 {
 		return fmt.Errorf("netns: netem %+v: reordering needs a delay", n)
 	}
+	if n.Delay < 0 || n.Jitter < 0 {
+		return fmt.Errorf("netns: netem %+v: durations must not be negative", n)
+	}
 	h := t.host(i)
+	if t.Emulated {
+		t.emulator.hosts[i-1].netem.Store(&n)
+		return nil
+	}
 	args := append(t.Exec(i), "tc", "qdisc", "replace", "dev", h.VethInner, "root")
 	if _, err := run(append(args, n.args()...)...); err != nil {
 		if strings.Contains(err.Error(), "qdisc kind is unknown") {
@@ -245,6 +308,10 @@ func (t *Topology) SetNetem(i int, n Netem) error {
 // ClearNetem removes host i's shaping.
 func (t *Topology) ClearNetem(i int) error {
 	h := t.host(i)
+	if t.Emulated {
+		t.emulator.hosts[i-1].netem.Store(nil)
+		return nil
+	}
 	out, err := run(append(t.Exec(i), "tc", "qdisc", "del", "dev", h.VethInner, "root")...)
 	if err != nil && !strings.Contains(out, "No such file") && !strings.Contains(out, "Cannot delete qdisc with handle of zero") {
 		return err
@@ -252,23 +319,62 @@ func (t *Topology) ClearNetem(i int) error {
 	return nil
 }
 
-// Disconnect takes host i's link down (a partition of that host from everyone); Reconnect
-// brings it back.
+// Disconnect takes host i's link down (a partition of that host from everyone, the root
+// namespace included); Reconnect brings it back. Emulated, every packet to or from the host
+// is dropped, those already queued included.
 func (t *Topology) Disconnect(i int) error {
-	_, err := run("ip", "link", "set", t.host(i).VethHost, "down")
+	h := t.host(i)
+	if t.Emulated {
+		t.emulator.hosts[i-1].disconnected.Store(true)
+		return nil
+	}
+	_, err := run("ip", "link", "set", h.VethHost, "down")
 	return err
 }
 
 // Reconnect undoes Disconnect.
 func (t *Topology) Reconnect(i int) error {
-	_, err := run("ip", "link", "set", t.host(i).VethHost, "up")
+	h := t.host(i)
+	if t.Emulated {
+		t.emulator.hosts[i-1].disconnected.Store(false)
+		return nil
+	}
+	_, err := run("ip", "link", "set", h.VethHost, "up")
 	return err
 }
 
-// Close deletes the namespaces (their veth pairs go with them) and the bridge. It reports
-// every failure but keeps going, so one stuck device does not leak the rest.
+// Stats returns what host i has sent through the emulator; i = 0 is the root namespace's
+// gateway device. An error on a bridge topology (the kernel forwards there).
+func (t *Topology) Stats(i int) (HostStats, error) {
+	if !t.Emulated {
+		return HostStats{}, errors.New("netns: Stats: not an emulated topology")
+	}
+	if i == 0 {
+		return t.emulator.gateway.counters.snapshot(), nil
+	}
+	t.host(i)
+	return t.emulator.hosts[i-1].counters.snapshot(), nil
+}
+
+// InNamespace runs fn on an OS thread inside host i's namespace: sockets it opens (net.Listen,
+// net.Dial, net.ListenPacket with IP literals) belong to that namespace and keep working from
+// any goroutine after fn returns. fn must not start goroutines that open sockets: they would
+// run in the root namespace.
+func (t *Topology) InNamespace(i int, fn func() error) error {
+	return inNamespace(t.host(i).Namespace, fn)
+}
+
+// Close stops the emulator, deletes the namespaces (their veth pairs or TUN devices go with
+// them) and the bridge or gateway device. It reports every failure but keeps going, so one
+// stuck device does not leak the rest.
 func (t *Topology) Close() error {
 	var errs []error
+	if t.emulator != nil {
+		// Closing the TUN files deletes the devices, the gateway's (and its route) included.
+		if err := t.emulator.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, ns := range t.namespaces {
 		if _, err := run("ip", "netns", "del", ns); err != nil {
 			errs = append(errs, err)
@@ -278,6 +384,9 @@ func (t *Topology) Close() error {
 	for _, h := range t.Hosts {
 		// Normally gone with its peer (asynchronously); delete it if the namespace move never
 		// happened.
+		if h.VethHost == "" {
+			continue
+		}
 		if err := deleteLink(h.VethHost); err != nil {
 			errs = append(errs, err)
 		}

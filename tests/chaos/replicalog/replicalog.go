@@ -71,11 +71,12 @@ type Log struct {
 	Commit   uint64  // the hard state's commit point
 }
 
-// Applied returns the commands that took effect (duplicates left out): the logical log.
+// Applied returns the commands that took effect, in offset order: duplicates and empty
+// markers (reads, barriers) left out, as they take no offset. This is the logical log.
 func (l *Log) Applied() []Command {
 	var out []Command
 	for _, c := range l.Commands {
-		if !c.Duplicate {
+		if !c.Duplicate && !pipeline.IsMarker(c.Payload) {
 			out = append(out, c)
 		}
 	}
@@ -174,7 +175,7 @@ func build(latest map[uint64]codec.Entry, commit uint64, upTo uint64) (*Log, err
 		if !ok {
 			return nil, fmt.Errorf("replicalog: commit point %d, reading up to slot %d, but no entry for slot %d: %w", commit, upTo, slot, ErrFormat)
 		}
-		digest = pipeline.DigestSlot(digest, slot)
+		digest = pipeline.DigestSlot(digest, slot, e.Value)
 		if len(e.Value) > 0 {
 			if err := it.Reset(e.Value, &lim); err != nil {
 				return nil, fmt.Errorf("replicalog: slot %d: %w", slot, err)
@@ -187,7 +188,6 @@ func build(latest map[uint64]codec.Entry, commit uint64, upTo uint64) (*Log, err
 				if dup {
 					duplicates++
 				}
-				digest = pipeline.DigestCommand(digest, index, &cmd)
 				commands++
 				l.Commands = append(l.Commands, Command{Slot: slot, Index: index, ClientID: cmd.ClientID,
 					Seq: cmd.Seq, Payload: append([]byte(nil), cmd.Payload...), Duplicate: dup})
