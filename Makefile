@@ -3,7 +3,8 @@
 #   make run     build, spawn a local 3-replica cluster (fsync on), drive it ~10 s, print results
 #   make test    the whole suite: lint, every test, the race detector on concurrent packages
 #
-# Long runs live behind their own targets: sim-long, chaos-long, bench, fuzz-long, profile.
+# Long runs live behind their own targets: sim-long, chaos-long, bench, bench-rtt, fuzz-long,
+# profile.
 
 GO        ?= go
 BIN       := bin
@@ -23,7 +24,7 @@ DURATION  ?= 10m
 RUN_ARGS  ?= --clients 64 --inflight 64 --payload 16 --duration 10s --warmup 2s
 
 .PHONY: all deps build run test test-pure test-race test-chaos lint fmt vet fuzz fuzz-long bench bench-e2e \
-        sim-long chaos-long profile clean
+        bench-rtt sim-long chaos-long profile clean
 
 all: build
 
@@ -79,6 +80,11 @@ bench-e2e: build
 		--clients 64 --inflight 64 --payload 16 --duration 20s --warmup 3s
 	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
 		--clients 64 --inflight 64 --payload 1024 --duration 20s --warmup 3s
+
+# Throughput and latency at 0, 5 and 25 ms round trips: replicas and the load generator in
+# network namespaces joined by the userspace packet emulator (tests/rtt, about 2 minutes).
+bench-rtt: deps
+	MPAXOS_RTT=1 $(GO) test -count=1 -timeout 20m -v -run . ./tests/rtt
 
 # The deterministic simulator over many more seeds than make test runs.
 sim-long:

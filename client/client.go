@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -208,7 +207,7 @@ type Client struct {
 	closed     bool
 	nextSeq    uint64
 	seqFloor   uint64 // the lowest outstanding seq, nextSeq if none: every Request's SeqFloor
-	calls      map[uint64]*call
+	calls      callTable
 	sendq      []*call
 	delayed    []*call
 	conn       *conn  // nil while reconnecting
@@ -247,7 +246,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		stop:     make(chan struct{}),
 		nextSeq:  1,
 		seqFloor: 1,
-		calls:    make(map[uint64]*call, cfg.InflightMax),
+		calls:    newCallTable(cfg.InflightMax),
 	}
 	for c.clientID == 0 {
 		var b [8]byte
@@ -353,25 +352,56 @@ func (c *Client) install(cn *conn) {
 	c.conn = cn
 	c.sendq = c.sendq[:0]
 	c.delayed = c.delayed[:0]
-	for _, cl := range c.calls {
-		cl.queued = true
-		cl.retryAt = time.Time{}
-		c.sendq = append(c.sendq, cl)
+	for seq := c.seqFloor; seq < c.nextSeq; seq++ { // in seq order
+		if cl := c.calls.get(seq); cl != nil {
+			cl.queued = true
+			cl.retryAt = time.Time{}
+			c.sendq = append(c.sendq, cl)
+		}
 	}
-	slices.SortFunc(c.sendq, func(a, b *call) int { return cmpUint64(a.seq, b.seq) })
 	c.signal()
 	c.wg.Add(1)
 	go c.read(cn)
 }
 
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// callTable holds the outstanding calls by seq. Outstanding seqs always lie in [seqFloor,
+// nextSeq), a span shorter than Config.InflightMax (waitSeqRoom), so a ring of at least
+// InflightMax entries indexed by seq never has two of them in one place: lookups are one
+// index, with none of a map's hashing and probing on the per-request path.
+type callTable struct {
+	ring []*call
+	mask uint64
+	n    int
+}
+
+func newCallTable(inflightMax int) callTable {
+	size := 1
+	for size < inflightMax {
+		size *= 2
 	}
-	return 0
+	return callTable{ring: make([]*call, size), mask: uint64(size - 1)}
+}
+
+func (t *callTable) get(seq uint64) *call {
+	if cl := t.ring[seq&t.mask]; cl != nil && cl.seq == seq {
+		return cl
+	}
+	return nil
+}
+
+func (t *callTable) put(cl *call) {
+	if t.ring[cl.seq&t.mask] != nil {
+		panic("client: two outstanding calls share a slot of the call table") // the span invariant broke
+	}
+	t.ring[cl.seq&t.mask] = cl
+	t.n++
+}
+
+func (t *callTable) remove(seq uint64) {
+	if t.get(seq) != nil {
+		t.ring[seq&t.mask] = nil
+		t.n--
+	}
 }
 
 func (c *Client) signal() {
@@ -467,7 +497,7 @@ func (c *Client) flush(cn *conn, wbuf []byte) []byte {
 			}
 			n++
 			cl.queued = false
-			if c.calls[cl.seq] != cl {
+			if c.calls.get(cl.seq) != cl {
 				continue // answered or expired meanwhile
 			}
 			req := codec.Request{ClientID: c.clientID, Seq: cl.seq, SeqFloor: c.seqFloor, Payload: cl.payload,
@@ -496,8 +526,8 @@ func (c *Client) flush(cn *conn, wbuf []byte) []byte {
 func (c *Client) expire(now time.Time) {
 	var done []completion
 	c.mu.Lock()
-	for seq, cl := range c.calls {
-		if now.After(cl.deadline) {
+	for seq, end := c.seqFloor, c.nextSeq; seq < end; seq++ {
+		if cl := c.calls.get(seq); cl != nil && now.After(cl.deadline) {
 			c.forget(seq)
 			done = append(done, completion{call: cl, err: ErrTimeout})
 		}
@@ -516,7 +546,7 @@ func (c *Client) promote(now time.Time) {
 	kept := c.delayed[:0]
 	for _, cl := range c.delayed {
 		switch {
-		case c.calls[cl.seq] != cl:
+		case c.calls.get(cl.seq) != cl:
 		case now.Before(cl.retryAt):
 			kept = append(kept, cl)
 		default:
@@ -614,7 +644,7 @@ func frameBuffered(br *bufio.Reader, lim *codec.Limits) bool {
 
 // onResponse handles one Response; c.mu is held.
 func (c *Client) onResponse(r *codec.Response, done []completion) []completion {
-	cl := c.calls[r.Seq]
+	cl := c.calls.get(r.Seq)
 	if cl == nil || r.ClientID != c.clientID {
 		return done // already answered, expired, or not ours
 	}
@@ -659,7 +689,7 @@ func (c *Client) delay(cl *call) {
 // onRedirect handles one Redirect; c.mu is held. It reports whether the connection must be
 // replaced (the redirect names another replica, or none and it is time to try another).
 func (c *Client) onRedirect(cn *conn, r *codec.Redirect, done []completion) ([]completion, bool) {
-	cl := c.calls[r.Seq]
+	cl := c.calls.get(r.Seq)
 	if cl == nil || r.ClientID != c.clientID {
 		return done, false
 	}
@@ -725,7 +755,7 @@ func (c *Client) submit(ctx context.Context, cl *call, deadline time.Time) (uint
 	// c.mu is held.
 	cl.seq, cl.deadline = c.nextSeq, deadline
 	c.nextSeq++
-	c.calls[cl.seq] = cl
+	c.calls.put(cl)
 	if c.nextSeq-c.seqFloor < uint64(c.cfg.InflightMax) {
 		c.signalSpan() // room for another waiting submitter too
 	}
@@ -775,11 +805,11 @@ func (c *Client) signalSpan() {
 // seq floor, the floor rises to the next outstanding seq (each seq is passed once: O(1)
 // amortised). c.mu is held.
 func (c *Client) forget(seq uint64) {
-	delete(c.calls, seq)
+	c.calls.remove(seq)
 	if seq != c.seqFloor {
 		return
 	}
-	for c.seqFloor < c.nextSeq && c.calls[c.seqFloor] == nil {
+	for c.seqFloor < c.nextSeq && c.calls.get(c.seqFloor) == nil {
 		c.seqFloor++
 	}
 	c.signalSpan()
@@ -852,7 +882,7 @@ func (c *Client) wait(ctx context.Context, cl *call, ch chan outcome) outcome {
 // abandon completes seq with err unless it was answered meanwhile.
 func (c *Client) abandon(seq uint64, err error) {
 	c.mu.Lock()
-	cl := c.calls[seq]
+	cl := c.calls.get(seq)
 	if cl != nil {
 		c.forget(seq)
 	}
@@ -871,10 +901,12 @@ func (c *Client) Close() error {
 		return ErrClosed
 	}
 	c.closed = true
-	done := make([]completion, 0, len(c.calls))
-	for seq, cl := range c.calls {
-		c.forget(seq)
-		done = append(done, completion{call: cl, err: ErrClosed})
+	done := make([]completion, 0, c.calls.n)
+	for seq, end := c.seqFloor, c.nextSeq; seq < end; seq++ {
+		if cl := c.calls.get(seq); cl != nil {
+			c.forget(seq)
+			done = append(done, completion{call: cl, err: ErrClosed})
+		}
 	}
 	c.mu.Unlock()
 	close(c.stop)
