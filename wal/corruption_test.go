@@ -137,8 +137,13 @@ func TestEveryBitFlipIsDetected(t *testing.T) {
 		size := int64(len(f.bytes(segment)))
 		var offset int64
 		if segment == last && trial%3 == 0 {
-			// Aim at the last segment's written middle and its final batch more often.
+			// Aim at the last segment's written middle, and at its final batch and end
+			// marker, more often.
 			offset = rng.Int64N(f.batches[finalBatch].end)
+			if rng.IntN(2) == 0 {
+				start := f.batches[finalBatch].start
+				offset = start + rng.Int64N(f.batches[finalBatch].end+batchHeaderSize-start)
+			}
 		} else {
 			offset = rng.Int64N(size)
 		}
@@ -150,10 +155,25 @@ func TestEveryBitFlipIsDetected(t *testing.T) {
 		batch := f.batchAt(segment, offset)
 		what := fmt.Sprintf("trial %d: %s offset %d mask %#x (batch %d)", trial,
 			f.segments[segment], offset, mask, batch)
+		markerEnd := f.batches[finalBatch].end + batchHeaderSize
 		switch {
+		case segment == last && batch == -1 && offset >= markerEnd:
+			// Garbage after the end marker is never read (in a recycled segment that is
+			// where the file's previous life lies): the log opens whole, nothing reported.
+			if err != nil {
+				t.Fatalf("%s: Open = %v, want the log whole", what, err)
+			}
+			if got := replayKeys(t, w); !slices.Equal(got, f.allKeys(-1)) {
+				t.Fatalf("%s: %d records, want %d", what, len(got), len(f.allKeys(-1)))
+			}
+			if logs.String() != "" {
+				t.Fatalf("%s: unexpected log %q", what, logs.String())
+			}
+			w.Close()
+			counts["ignored"]++
 		case segment == last && batch == finalBatch, segment == last && batch == -1 &&
 			offset >= f.batches[finalBatch].end:
-			// A damaged final batch, or garbage in the zero fill: cut and reported.
+			// A damaged final batch or end marker: cut and reported.
 			if err != nil {
 				t.Fatalf("%s: Open = %v, want the tail cut", what, err)
 			}

@@ -12,18 +12,24 @@ import (
 // These constants are part of the on-disk format (see doc.go).
 const (
 	segmentMagic            = "mpwalseg"
-	formatVersion           = 1
+	formatVersion           = 2 // version 1: no salt (record checksums unmasked), no end marker
+	formatVersionMin        = 1 // the oldest version this build still reads
 	segmentHeaderSize       = 32
 	batchHeaderSize         = 20
 	recordHeaderSize        = 17
 	firstRecordIndex        = 1
 	segmentSuffix           = ".wal"
 	temporarySuffix         = ".tmp"
+	spareSuffix             = ".spare"
 	segmentNameDigits       = 20
 	hardStateFileName       = "hardstate"
 	lockFileName            = "LOCK"
 	hardStateSlotBytes      = 4096
 	hardStateSlotHeaderSize = 16
+	// pageBytes is the unit the writer pads each write to (with zeros after the end marker),
+	// so a write never covers part of a page: the kernel then never reads a page of a
+	// recycled segment from disk just to merge the write into it.
+	pageBytes = 4096
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -41,7 +47,9 @@ type Record struct {
 func encodedSize(r *Record) int { return recordHeaderSize + len(r.Payload) }
 
 // appendRecord encodes r at the end of dst. The checksum is computed over the bytes already
-// in place, so one pass covers length, type, key and payload.
+// in place, so one pass covers length, type, key and payload. It is stored unmasked; the
+// writer XORs in the salt of the segment the record lands in (maskRecordChecksums), which
+// is not known until then.
 func appendRecord(dst []byte, r *Record) []byte {
 	start := len(dst)
 	var header [recordHeaderSize]byte
@@ -54,9 +62,23 @@ func appendRecord(dst []byte, r *Record) []byte {
 	return dst
 }
 
-// decodeRecord reads the record at the start of buf. The payload aliases buf. On failure it
-// returns the reason; n is then meaningless.
-func decodeRecord(buf []byte) (r Record, n int, reason string) {
+// maskRecordChecksums XORs salt into the checksum of every record in body (whole records,
+// as appendRecord encoded them). A record left in a recycled file by its previous life was
+// masked with that life's salt and so fails the check under the new one.
+func maskRecordChecksums(body []byte, salt uint32) {
+	if salt == 0 {
+		return
+	}
+	for offset := 0; offset < len(body); {
+		length := binary.LittleEndian.Uint32(body[offset+4:])
+		binary.LittleEndian.PutUint32(body[offset:], binary.LittleEndian.Uint32(body[offset:])^salt)
+		offset += recordHeaderSize + int(length)
+	}
+}
+
+// decodeRecord reads the record at the start of buf, whose checksum was masked with salt.
+// The payload aliases buf. On failure it returns the reason; n is then meaningless.
+func decodeRecord(buf []byte, salt uint32) (r Record, n int, reason string) {
 	if len(buf) < recordHeaderSize {
 		return r, 0, fmt.Sprintf("record header needs %d bytes, batch has %d left",
 			recordHeaderSize, len(buf))
@@ -66,7 +88,7 @@ func decodeRecord(buf []byte) (r Record, n int, reason string) {
 		return r, 0, fmt.Sprintf("record length %d runs past the batch end", length)
 	}
 	n = recordHeaderSize + int(length)
-	if checksum(buf[4:n]) != binary.LittleEndian.Uint32(buf) {
+	if checksum(buf[4:n])^salt != binary.LittleEndian.Uint32(buf) {
 		return r, 0, "record checksum mismatch"
 	}
 	r.Type = buf[8]
@@ -88,8 +110,12 @@ func putBatchHeader(dst []byte, h batchHeader) {
 	binary.LittleEndian.PutUint32(dst, checksum(dst[4:batchHeaderSize]))
 }
 
+// isEndMarker reports whether h is the end marker the writer puts after every batch: no
+// body, no records.
+func (h batchHeader) isEndMarker() bool { return h.bodyBytes == 0 && h.records == 0 }
+
 // parseBatchHeader checks the header's own consistency; the caller checks it against the
-// file (length, expected index).
+// file (length, expected index). An end marker parses with reason endMarkerReason.
 func parseBatchHeader(b []byte) (h batchHeader, reason string) {
 	if isZero(b[:batchHeaderSize]) {
 		return h, "zero batch header (end of written data)"
@@ -100,6 +126,9 @@ func parseBatchHeader(b []byte) (h batchHeader, reason string) {
 	h.bodyBytes = binary.LittleEndian.Uint32(b[4:])
 	h.records = binary.LittleEndian.Uint32(b[8:])
 	h.firstIndex = binary.LittleEndian.Uint64(b[12:])
+	if h.isEndMarker() {
+		return h, endMarkerReason
+	}
 	if h.bodyBytes == 0 || h.records == 0 {
 		return h, "batch header with zero length or zero records"
 	}
@@ -109,19 +138,23 @@ func parseBatchHeader(b []byte) (h batchHeader, reason string) {
 	return h, ""
 }
 
+// endMarkerReason is why a scan stops at an end marker.
+const endMarkerReason = "end marker (end of written data)"
+
 // batchSummary is what a verified batch body contributes to its segment.
 type batchSummary struct {
 	minKey, maxKey uint64
 }
 
-// verifyBatchBody checks that body holds exactly records valid records and calls visit for
-// each (visit may be nil). badOffset is the offset within body of the failing record.
-func verifyBatchBody(body []byte, records uint32, visit func(Record) error) (
+// verifyBatchBody checks that body holds exactly records valid records (checksums masked
+// with salt) and calls visit for each (visit may be nil). badOffset is the offset within
+// body of the failing record.
+func verifyBatchBody(body []byte, records uint32, salt uint32, visit func(Record) error) (
 	s batchSummary, badOffset int, reason string, err error) {
 	s.minKey = ^uint64(0)
 	offset := 0
 	for i := uint32(0); i < records; i++ {
-		r, n, why := decodeRecord(body[offset:])
+		r, n, why := decodeRecord(body[offset:], salt)
 		if why != "" {
 			return s, offset, why, nil
 		}
@@ -141,29 +174,39 @@ func verifyBatchBody(body []byte, records uint32, visit func(Record) error) (
 	return s, 0, "", nil
 }
 
-func encodeSegmentHeader(firstIndex uint64) []byte {
-	b := make([]byte, segmentHeaderSize)
+// encodeSegmentHeader returns a version-2 header followed by an end marker at the segment's
+// first batch position, so that a new segment (recycled or not) reads as empty.
+func encodeSegmentHeader(firstIndex uint64, salt uint32) []byte {
+	b := make([]byte, segmentHeaderSize+batchHeaderSize)
 	copy(b, segmentMagic)
 	binary.LittleEndian.PutUint32(b[12:], formatVersion)
 	binary.LittleEndian.PutUint64(b[16:], firstIndex)
-	binary.LittleEndian.PutUint32(b[8:], checksum(b[12:]))
+	binary.LittleEndian.PutUint32(b[24:], salt)
+	binary.LittleEndian.PutUint32(b[8:], checksum(b[12:segmentHeaderSize]))
+	putBatchHeader(b[segmentHeaderSize:], batchHeader{firstIndex: firstIndex})
 	return b
 }
 
-func parseSegmentHeader(b []byte) (firstIndex uint64, reason string) {
+// parseSegmentHeader returns the header's first index and salt (zero for version 1).
+func parseSegmentHeader(b []byte) (firstIndex uint64, salt uint32, reason string) {
 	if len(b) < segmentHeaderSize {
-		return 0, fmt.Sprintf("file of %d bytes is shorter than the segment header", len(b))
+		return 0, 0, fmt.Sprintf("file of %d bytes is shorter than the segment header", len(b))
 	}
 	if string(b[:8]) != segmentMagic {
-		return 0, "bad segment magic"
+		return 0, 0, "bad segment magic"
 	}
 	if checksum(b[12:segmentHeaderSize]) != binary.LittleEndian.Uint32(b[8:]) {
-		return 0, "segment header checksum mismatch"
+		return 0, 0, "segment header checksum mismatch"
 	}
-	if v := binary.LittleEndian.Uint32(b[12:]); v != formatVersion {
-		return 0, fmt.Sprintf("segment format version %d, this build reads %d", v, formatVersion)
+	v := binary.LittleEndian.Uint32(b[12:])
+	if v < formatVersionMin || v > formatVersion {
+		return 0, 0, fmt.Sprintf("segment format version %d, this build reads %d..%d", v,
+			formatVersionMin, formatVersion)
 	}
-	return binary.LittleEndian.Uint64(b[16:]), ""
+	if v >= 2 {
+		salt = binary.LittleEndian.Uint32(b[24:])
+	}
+	return binary.LittleEndian.Uint64(b[16:]), salt, ""
 }
 
 func segmentName(firstIndex uint64) string {

@@ -14,6 +14,8 @@ const (
 	SegmentBytesMax = 1 << 30
 	// HardStateBytesMax is the largest value SaveHardState accepts (one 4 KiB slot).
 	HardStateBytesMax = hardStateSlotBytes - hardStateSlotHeaderSize
+	// RecycledSegmentsLimit bounds Options.RecycledSegmentsMax (disk held by spares).
+	RecycledSegmentsLimit = 1024
 )
 
 // Options configures a WAL. Start from DefaultOptions.
@@ -28,6 +30,12 @@ type Options struct {
 	// QueueBytesMax bounds the encoded bytes queued or being written (memory is about twice
 	// this, as two buffers alternate). One Append larger than this is rejected (ErrTooLarge).
 	QueueBytesMax int
+	// RecycledSegmentsMax is how many segment files TruncateBefore keeps, renamed to
+	// <segment>.spare, for reuse as later segments instead of deleting them. A spare's
+	// blocks are already written, so reusing it costs neither zero-filling a new file nor
+	// the extent conversions of a fallocate'd one; it holds up to this many SegmentBytes of
+	// disk. 0 deletes every truncated segment.
+	RecycledSegmentsMax int
 	// NoSync skips fdatasync: records are written but not durable. For tests and benchmarks:
 	// after a machine crash many batches may be torn at once, which recovery can only report
 	// as corruption.
@@ -43,13 +51,14 @@ type Options struct {
 }
 
 // DefaultOptions returns the defaults for a log in dir: 64 MiB segments, at most 1<<20 records
-// and 256 MiB queued.
+// and 256 MiB queued, up to 2 truncated segments kept for reuse.
 func DefaultOptions(dir string) Options {
 	return Options{
-		Dir:             dir,
-		SegmentBytes:    64 << 20,
-		QueueRecordsMax: 1 << 20,
-		QueueBytesMax:   256 << 20,
+		Dir:                 dir,
+		SegmentBytes:        64 << 20,
+		QueueRecordsMax:     1 << 20,
+		QueueBytesMax:       256 << 20,
+		RecycledSegmentsMax: 2,
 	}
 }
 
@@ -67,6 +76,9 @@ func (o *Options) Validate() error {
 	case o.QueueBytesMax < recordHeaderSize:
 		return fmt.Errorf("%w: Options.QueueBytesMax = %d, want >= %d", ErrInvalidOptions,
 			o.QueueBytesMax, recordHeaderSize)
+	case o.RecycledSegmentsMax < 0 || o.RecycledSegmentsMax > RecycledSegmentsLimit:
+		return fmt.Errorf("%w: Options.RecycledSegmentsMax = %d, want 0..%d", ErrInvalidOptions,
+			o.RecycledSegmentsMax, RecycledSegmentsLimit)
 	}
 	return nil
 }

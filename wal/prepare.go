@@ -4,16 +4,18 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"sync"
 )
 
-// Segments are zero-filled ahead of time by a background goroutine (see doc.go). On ext4 an fdatasync
-// after writing into fallocate'd (unwritten) extents must also journal the extents' change
-// to "written"; into blocks that already hold zeros it need not, and measured here a small
-// write plus fdatasync took about 0.6-0.8x as long. Zero-filling 64 MiB is too slow to do at
-// rotation, so the next segment is prepared while the current one fills; if it is not ready
-// in time the writer falls back to a fallocate'd segment.
+// Segments are readied ahead of time by a background goroutine (see doc.go): a recycled
+// spare, or else a zero-filled new file. On ext4 an fdatasync after writing into
+// fallocate'd (unwritten) extents must also journal the extents' change to "written"; into
+// blocks that are already written it need not, and measured here a small write plus
+// fdatasync took about half as long. Zero-filling 64 MiB is too slow to do at rotation, so
+// the next segment is prepared while the current one fills; if it is not ready in time the
+// writer falls back to a fallocate'd segment.
 
 // zeroFillChunkBytes is written per call, and the file is synced every zeroFillSyncBytes so
 // the preparer never holds much dirty data that writeback would push between our syncs.
@@ -22,13 +24,30 @@ const (
 	zeroFillSyncBytes  = 8 << 20
 )
 
-// preparedSegment is a zero-filled, synced file under a temporary name, not yet a segment.
+// preparedSegment is a synced file of SegmentBytes, not yet a segment: either zero-filled
+// under a temporary name, or a recycled spare (its blocks already written by a previous
+// life whose salt was previousSalt).
 type preparedSegment struct {
-	file File
-	path string
+	file         File
+	path         string
+	recycled     bool
+	previousSalt uint32
 }
 
-// segmentPreparer fills one segment each time the writer asks, and keeps it until taken.
+// discard closes a prepared file nobody will take: a zero-filled one is deleted, a spare
+// goes back to the pool.
+func (w *WAL) discard(p preparedSegment) {
+	p.file.Close()
+	if p.recycled {
+		w.returnSpare(filepath.Base(p.path))
+		return
+	}
+	w.fs.Remove(p.path)
+}
+
+// segmentPreparer readies one segment each time the writer asks, and keeps it until taken:
+// a spare from the pool if TruncateBefore left one (no zeros to write), else a new file
+// filled with zeros.
 // The writer asks once the active segment is half full, so a log that never rotates never
 // pays for a second segment, and the fill has half a segment's time to finish.
 type segmentPreparer struct {
@@ -70,24 +89,80 @@ func (w *WAL) runPreparer(p *segmentPreparer) {
 		case <-p.stop:
 			return
 		}
-		path := w.path(fmt.Sprintf("prepared-%d%s", sequence, temporarySuffix))
-		f, err := w.fillSegment(path, zeros, p.stop)
-		if err != nil {
-			// Rotation falls back to fallocate; nothing is lost but speed.
-			w.logger.Warn("wal: preparing a zero-filled segment failed", "err", err)
-			return
-		}
-		if f == nil {
-			return // stopping
+		prepared, ok := w.prepareSpare(zeros, p.stop)
+		if !ok {
+			path := w.path(fmt.Sprintf("prepared-%d%s", sequence, temporarySuffix))
+			f, err := w.fillSegment(path, zeros, p.stop)
+			if err != nil {
+				// Rotation falls back to fallocate; nothing is lost but speed.
+				w.logger.Warn("wal: preparing a zero-filled segment failed", "err", err)
+				return
+			}
+			if f == nil {
+				return // stopping
+			}
+			prepared = preparedSegment{file: f, path: path}
 		}
 		select {
-		case p.ready <- preparedSegment{file: f, path: path}:
+		case p.ready <- prepared:
 		case <-p.stop:
-			f.Close()
-			w.fs.Remove(path)
+			w.discard(prepared)
 			return
 		}
 	}
+}
+
+// prepareSpare readies the newest spare, if there is one: extended with zeros to
+// SegmentBytes (a sealed segment was cut to its data) and synced. Its previous salt is read
+// from its old header so the new life's salt can differ. ok is false when there is no spare,
+// when asked to stop (the spare goes back), or when the spare fails (it is deleted, logged,
+// and the caller zero-fills a new file instead).
+func (w *WAL) prepareSpare(zeros []byte, stop chan struct{}) (preparedSegment, bool) {
+	name, ok := w.takeSpare()
+	if !ok {
+		return preparedSegment{}, false
+	}
+	path := w.path(name)
+	f, previousSalt, stopped, err := w.openSpare(path, zeros, stop)
+	switch {
+	case stopped:
+		w.returnSpare(name)
+		return preparedSegment{}, false
+	case err != nil:
+		w.logger.Warn("wal: reusing a spare segment failed; zero-filling a new one",
+			"file", name, "err", err)
+		w.fs.Remove(path)
+		return preparedSegment{}, false
+	}
+	return preparedSegment{file: f, path: path, recycled: true, previousSalt: previousSalt}, true
+}
+
+func (w *WAL) openSpare(path string, zeros []byte, stop chan struct{}) (f File,
+	previousSalt uint32, stopped bool, err error) {
+	if f, err = w.fs.OpenFile(path, os.O_RDWR, 0); err != nil {
+		return nil, 0, false, err
+	}
+	size, err := f.Size()
+	if err == nil && size >= segmentHeaderSize {
+		header := make([]byte, segmentHeaderSize)
+		if err = readFull(f, header, 0); err == nil {
+			_, previousSalt, _ = parseSegmentHeader(header) // unreadable: any new salt will do
+		}
+	}
+	if err == nil && size > w.options.SegmentBytes {
+		err = f.Truncate(w.options.SegmentBytes) // SegmentBytes was lowered since
+	}
+	if err == nil {
+		stopped, err = w.fillZeros(f, size, zeros, stop)
+	}
+	if err == nil && !stopped {
+		err = f.Sync()
+	}
+	if err != nil || stopped {
+		f.Close()
+		return nil, 0, stopped, err
+	}
+	return f, previousSalt, false, nil
 }
 
 // fillSegment writes SegmentBytes of zeros to a new file at path and syncs it. It returns a
@@ -97,33 +172,41 @@ func (w *WAL) fillSegment(path string, zeros []byte, stop chan struct{}) (File, 
 	if err != nil {
 		return nil, err
 	}
+	stopped, err := w.fillZeros(f, 0, zeros, stop)
+	if err == nil && !stopped {
+		err = f.Sync()
+	}
+	if err != nil || stopped {
+		f.Close()
+		w.fs.Remove(path)
+		return nil, err
+	}
+	return f, nil
+}
+
+// fillZeros writes zeros from offset from up to SegmentBytes, syncing every
+// zeroFillSyncBytes; stopped reports that stop closed part way.
+func (w *WAL) fillZeros(f File, from int64, zeros []byte, stop chan struct{}) (stopped bool,
+	err error) {
 	sinceSync := 0
-	for offset := int64(0); offset < w.options.SegmentBytes; offset += int64(len(zeros)) {
+	for offset := from; offset < w.options.SegmentBytes; offset += int64(len(zeros)) {
 		select {
 		case <-stop:
-			f.Close()
-			w.fs.Remove(path)
-			return nil, nil
+			return true, nil
 		default:
 		}
 		chunk := zeros[:min(int64(len(zeros)), w.options.SegmentBytes-offset)]
 		if _, err := f.WriteAt(chunk, offset); err != nil {
-			f.Close()
-			return nil, err
+			return false, err
 		}
 		if sinceSync += len(chunk); sinceSync >= zeroFillSyncBytes {
 			if err := f.Sync(); err != nil {
-				f.Close()
-				return nil, err
+				return false, err
 			}
 			sinceSync = 0
 		}
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	return false, nil
 }
 
 // takePrepared returns a prepared file if one is waiting; either way the next request is
@@ -150,8 +233,7 @@ func (w *WAL) stopPreparer() {
 	w.preparer.stopped.Wait()
 	select {
 	case p := <-w.preparer.ready:
-		p.file.Close()
-		w.fs.Remove(p.path)
+		w.discard(p)
 	default:
 	}
 }
@@ -165,5 +247,5 @@ func (w *WAL) createFirstSegment() error {
 	if err != nil {
 		return fmt.Errorf("wal: creating the first segment: %w", err)
 	}
-	return w.installSegment(f, path, firstRecordIndex, false)
+	return w.installSegment(f, path, firstRecordIndex, false, 0)
 }

@@ -14,6 +14,7 @@ import (
 type segmentInfo struct {
 	name       string // base name
 	firstIndex uint64
+	salt       uint32 // masks the record checksums; 0 in version-1 segments
 	records    uint64
 	minKey     uint64 // meaningful only when records > 0
 	maxKey     uint64
@@ -35,6 +36,7 @@ type scanStop struct {
 	batchOffset int64 // start of the batch that is not whole and valid
 	offset      int64 // offset of the failing header or record
 	reason      string
+	endMarker   bool // stopped at a valid end marker carrying the expected index
 }
 
 // scanSegment verifies every batch of a segment from just after its header up to size,
@@ -48,12 +50,18 @@ func scanSegment(f File, info *segmentInfo, size int64, buffer *[]byte,
 	var header [batchHeaderSize]byte
 	for position < size {
 		if size-position < batchHeaderSize {
-			return &scanStop{position, position, "file ends inside a batch header"}, nil
+			return &scanStop{position, position, "file ends inside a batch header", false}, nil
 		}
 		if err := readFull(f, header[:], position); err != nil {
 			return nil, err
 		}
 		h, reason := parseBatchHeader(header[:])
+		if reason == endMarkerReason {
+			if h.firstIndex == index {
+				return &scanStop{position, position, reason, true}, nil
+			}
+			reason = fmt.Sprintf("end marker at record %d, want %d", h.firstIndex, index)
+		}
 		if reason == "" && h.firstIndex != index {
 			reason = fmt.Sprintf("batch starts at record %d, want %d", h.firstIndex, index)
 		}
@@ -61,21 +69,21 @@ func scanSegment(f File, info *segmentInfo, size int64, buffer *[]byte,
 			reason = fmt.Sprintf("batch of %d bytes runs past the end of the file", h.bodyBytes)
 		}
 		if reason != "" {
-			return &scanStop{position, position, reason}, nil
+			return &scanStop{position, position, reason, false}, nil
 		}
 		body := grow(buffer, int(h.bodyBytes))
 		if err := readFull(f, body, position+batchHeaderSize); err != nil {
 			return nil, err
 		}
-		summary, bad, reason, err := verifyBatchBody(body, h.records, nil)
+		summary, bad, reason, err := verifyBatchBody(body, h.records, info.salt, nil)
 		if err != nil {
 			return nil, err
 		}
 		if reason != "" {
-			return &scanStop{position, position + batchHeaderSize + int64(bad), reason}, nil
+			return &scanStop{position, position + batchHeaderSize + int64(bad), reason, false}, nil
 		}
 		if visit != nil {
-			if _, _, _, err := verifyBatchBody(body, h.records, visit); err != nil {
+			if _, _, _, err := verifyBatchBody(body, h.records, info.salt, visit); err != nil {
 				return nil, err
 			}
 		}
@@ -87,11 +95,12 @@ func scanSegment(f File, info *segmentInfo, size int64, buffer *[]byte,
 	return nil, nil
 }
 
-// findLaterBatch looks for a whole, valid batch starting anywhere after from whose first
-// index is above afterIndex: proof that the batch at from was synced before it. It also
-// reports whether anything after from is non-zero. The tail is read in one piece; this runs
-// only when the last segment does not end cleanly.
-func findLaterBatch(f File, size, from int64, afterIndex uint64) (found bool, at int64,
+// findLaterBatch looks for a whole, valid batch (record checksums masked with salt) starting
+// anywhere after from whose first index is above afterIndex: proof that the batch at from
+// was synced before it. End markers prove nothing and are skipped. It also reports whether
+// anything after from is non-zero. The tail is read in one piece; this runs only when the
+// last segment does not end in zeros.
+func findLaterBatch(f File, size, from int64, afterIndex uint64, salt uint32) (found bool, at int64,
 	nonZero bool, err error) {
 	// The common case is the zero fill of a preallocated segment: check it in bounded
 	// chunks before reading the tail whole.
@@ -125,7 +134,7 @@ func findLaterBatch(f File, size, from int64, afterIndex uint64) (found bool, at
 			continue
 		}
 		body := candidate[batchHeaderSize : batchHeaderSize+int(bodyBytes)]
-		if _, _, reason, _ := verifyBatchBody(body, records, nil); reason == "" {
+		if _, _, reason, _ := verifyBatchBody(body, records, salt, nil); reason == "" {
 			return true, from + int64(i), true, nil
 		}
 	}
@@ -153,7 +162,11 @@ func (w *WAL) recoverSegments() error {
 			removedTemporary = true
 		}
 	}
-	if removedTemporary {
+	removedSpares, err := w.collectSpares(names)
+	if err != nil {
+		return err
+	}
+	if removedTemporary || removedSpares {
 		if err := w.fs.SyncDir(w.options.Dir); err != nil {
 			return fmt.Errorf("wal: syncing %s: %w", w.options.Dir, err)
 		}
@@ -194,6 +207,7 @@ func (w *WAL) recoverSegments() error {
 	w.segments = segments
 	lastInfo := segments[len(segments)-1]
 	w.nextIndex = lastInfo.firstIndex + lastInfo.records
+	w.activeSalt = lastInfo.salt
 	return nil
 }
 
@@ -220,13 +234,14 @@ func (w *WAL) recoverSegment(f File, info *segmentInfo, last bool, buffer *[]byt
 	if err := readFull(f, header, 0); err != nil {
 		return fmt.Errorf("wal: reading %s: %w", info.name, err)
 	}
-	firstIndex, reason := parseSegmentHeader(header)
+	firstIndex, salt, reason := parseSegmentHeader(header)
 	if reason == "" && firstIndex != info.firstIndex {
 		reason = fmt.Sprintf("header says first record %d, name says %d", firstIndex, info.firstIndex)
 	}
 	if reason != "" {
 		return &CorruptionError{File: info.name, Offset: 0, Reason: reason}
 	}
+	info.salt = salt
 	info.end = segmentHeaderSize
 	stop, err := scanSegment(f, info, size, buffer, nil)
 	if err != nil {
@@ -239,7 +254,8 @@ func (w *WAL) recoverSegment(f File, info *segmentInfo, last bool, buffer *[]byt
 		return &CorruptionError{File: info.name, Offset: stop.offset,
 			Reason: stop.reason + " (in a closed segment)"}
 	}
-	found, at, nonZero, err := findLaterBatch(f, size, stop.batchOffset, info.firstIndex+info.records)
+	found, at, nonZero, err := findLaterBatch(f, size, stop.batchOffset,
+		info.firstIndex+info.records, info.salt)
 	if err != nil {
 		return fmt.Errorf("wal: reading %s: %w", info.name, err)
 	}
@@ -248,8 +264,10 @@ func (w *WAL) recoverSegment(f File, info *segmentInfo, last bool, buffer *[]byt
 			"%s, and a valid later batch at offset %d shows this one was synced: not a torn write",
 			stop.reason, at)}
 	}
-	if !nonZero {
-		return nil // the preallocated zero fill: the normal end of the log
+	if stop.endMarker || !nonZero {
+		// The normal end of the log: the writer's end marker (what follows it in a recycled
+		// segment is its previous life), or the zero fill of a version-1 segment.
+		return nil
 	}
 	w.logger.Warn("wal: cut torn tail of the last segment", "file", info.name,
 		"offset", stop.batchOffset, "reason", stop.reason, "bytesDropped", size-stop.batchOffset)

@@ -21,7 +21,9 @@ type Stats struct {
 	FsyncLatencyP999 time.Duration
 	FsyncLatencyMax  time.Duration
 	Segments         int    // segment files, the active one included
-	SegmentsPrepared uint64 // rotations that found a zero-filled segment ready
+	SegmentsPrepared uint64 // rotations that found a segment ready (zero-filled or recycled)
+	SegmentsRecycled uint64 // of those, rotations that reused a spare (see RecycledSegmentsMax)
+	SpareSegments    int    // spare files waiting for reuse right now
 	QueuedRecords    int    // queued or being written right now
 	QueuedBytes      int
 }
@@ -34,6 +36,7 @@ type statistics struct {
 	bytes        uint64
 	batches      uint64
 	prepared     uint64
+	recycled     uint64
 	fsyncLatency *hdrhistogram.Histogram // nanoseconds
 }
 
@@ -61,7 +64,8 @@ func (s *statistics) recordBatch(records, bytes int) {
 func (w *WAL) Stats() Stats {
 	w.stats.mu.Lock()
 	st := Stats{Fsyncs: w.stats.fsyncs, Records: w.stats.records, Bytes: w.stats.bytes,
-		Batches: w.stats.batches, SegmentsPrepared: w.stats.prepared}
+		Batches: w.stats.batches, SegmentsPrepared: w.stats.prepared,
+		SegmentsRecycled: w.stats.recycled}
 	h := w.stats.fsyncLatency
 	st.FsyncLatencyP50 = time.Duration(h.ValueAtQuantile(50))
 	st.FsyncLatencyP90 = time.Duration(h.ValueAtQuantile(90))
@@ -75,6 +79,9 @@ func (w *WAL) Stats() Stats {
 	w.segmentsMu.Lock()
 	st.Segments = len(w.segments)
 	w.segmentsMu.Unlock()
+	w.spareMu.Lock()
+	st.SpareSegments = len(w.spares)
+	w.spareMu.Unlock()
 	w.mu.Lock()
 	st.QueuedRecords, st.QueuedBytes = w.queuedRecords, w.queuedBytes
 	w.mu.Unlock()

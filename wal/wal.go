@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -33,9 +36,18 @@ type WAL struct {
 	requestBytesMax int // largest single call: fits the queue and one segment
 
 	// Owned by the writer goroutine (and by Open before it starts).
-	spare     *batchBuffer
-	active    File // the last segment, open for writing
-	nextIndex uint64
+	spare      *batchBuffer
+	active     File   // the last segment, open for writing
+	activeSalt uint32 // masks the record checksums written into active
+	nextIndex  uint64
+	// tailSaved holds the bytes of the next batch that a batch's end marker and padding
+	// cover while it is written (only when one round spans two segments).
+	tailSaved []byte
+
+	// spareMu guards spares: base names of segment files that TruncateBefore kept for reuse
+	// (at most Options.RecycledSegmentsMax), oldest first. The preparer takes the newest.
+	spareMu sync.Mutex
+	spares  []string
 
 	// segmentsMu guards segments and the active segment's counters, which TruncateBefore,
 	// Replay and Stats read while the writer runs.
@@ -92,6 +104,10 @@ type request struct {
 // appenderCatchUpYieldsMax bounds the yields of letAppendersCatchUp per round.
 const appenderCatchUpYieldsMax = 8
 
+// batchTailBytesMax is the most a write adds after a batch: the end marker and the zero
+// padding to the end of its page.
+const batchTailBytesMax = batchHeaderSize + pageBytes
+
 // Open recovers the log in options.Dir (creating it if empty) and starts the writer.
 // Damage other than a torn tail is a *CorruptionError and nothing is started.
 func Open(options Options) (*WAL, error) {
@@ -105,8 +121,9 @@ func Open(options Options) (*WAL, error) {
 	if w.logger == nil {
 		w.logger = slog.New(slog.DiscardHandler)
 	}
+	// One call must fit an empty segment with its batch header and the end marker after it.
 	w.requestBytesMax = min(options.QueueBytesMax,
-		int(options.SegmentBytes)-segmentHeaderSize-batchHeaderSize)
+		int(options.SegmentBytes)-segmentHeaderSize-2*batchHeaderSize)
 	w.writerWake.L = &w.mu
 	w.spaceFreed.L = &w.mu
 	w.pending = newBatchBuffer()
@@ -298,6 +315,8 @@ func (w *WAL) letAppendersCatchUp() {
 // bytes just before its first record: for the first batch that is the reserved room, for a
 // later one the tail of the previous batch, which write has already copied to the kernel.
 func (w *WAL) writeRound(batch *batchBuffer) error {
+	// Room after the records for the last batch's end marker and padding.
+	batch.data = slices.Grow(batch.data, batchTailBytesMax)
 	data := batch.data
 	requests := batch.requests
 	start := batchHeaderSize
@@ -306,7 +325,7 @@ func (w *WAL) writeRound(batch *batchBuffer) error {
 		info := w.segments[len(w.segments)-1]
 		offset, activeRecords := info.end, info.records
 		w.segmentsMu.Unlock()
-		room := int(w.options.SegmentBytes-offset) - batchHeaderSize
+		room := int(w.options.SegmentBytes-offset) - 2*batchHeaderSize // header, end marker
 		taken, end, records := 0, start, 0
 		minKey, maxKey := ^uint64(0), uint64(0)
 		for taken < len(requests) && requests[taken].end-start <= room {
@@ -331,8 +350,7 @@ func (w *WAL) writeRound(batch *batchBuffer) error {
 			continue
 		}
 		if records > 0 {
-			if err := w.writeBatch(data[start-batchHeaderSize:end], offset, records, minKey,
-				maxKey); err != nil {
+			if err := w.writeBatch(data, start, end, offset, records, minKey, maxKey); err != nil {
 				return err
 			}
 		}
@@ -341,13 +359,28 @@ func (w *WAL) writeRound(batch *batchBuffer) error {
 	return nil
 }
 
-// writeBatch fills in the header at the front of b, writes b at offset of the active segment
-// and syncs it.
-func (w *WAL) writeBatch(b []byte, offset int64, records int, minKey, maxKey uint64) error {
+// writeBatch writes the records data[start:end] as one batch at offset of the active
+// segment, with one write and one fdatasync. The batch header goes into the batchHeaderSize
+// bytes before start; after end come an end marker and zeros up to the end of the page (or
+// segment), in the same write. Those bytes may belong to the round's next batch: they are
+// saved and put back. The record checksums are masked with the segment's salt in place.
+func (w *WAL) writeBatch(data []byte, start, end int, offset int64, records int,
+	minKey, maxKey uint64) error {
+	b := data[start-batchHeaderSize : end]
+	maskRecordChecksums(data[start:end], w.activeSalt)
 	putBatchHeader(b, batchHeader{bodyBytes: uint32(len(b) - batchHeaderSize),
 		records: uint32(records), firstIndex: w.nextIndex})
-	if _, err := w.active.WriteAt(b, offset); err != nil {
-		return fmt.Errorf("writing %d bytes at offset %d: %w", len(b), offset, err)
+	batchEnd := offset + int64(len(b))
+	writeEnd := min((batchEnd+batchHeaderSize+pageBytes-1)/pageBytes*pageBytes,
+		w.options.SegmentBytes)
+	tail := data[end : end+int(writeEnd-batchEnd)] // within cap: see writeRound
+	w.tailSaved = append(w.tailSaved[:0], tail...)
+	clear(tail)
+	putBatchHeader(tail, batchHeader{firstIndex: w.nextIndex + uint64(records)})
+	_, err := w.active.WriteAt(data[start-batchHeaderSize:end+len(tail)], offset)
+	copy(tail, w.tailSaved)
+	if err != nil {
+		return fmt.Errorf("writing %d bytes at offset %d: %w", len(b)+len(tail), offset, err)
 	}
 	if !w.options.NoSync {
 		began := time.Now()
@@ -385,8 +418,12 @@ func (w *WAL) rotate() error {
 	if prepared, ok := w.takePrepared(); ok {
 		w.stats.mu.Lock()
 		w.stats.prepared++
+		if prepared.recycled {
+			w.stats.recycled++
+		}
 		w.stats.mu.Unlock()
-		return w.installSegment(prepared.file, prepared.path, w.nextIndex, false)
+		return w.installSegment(prepared.file, prepared.path, w.nextIndex, false,
+			prepared.previousSalt)
 	}
 	return w.createSegment(w.nextIndex)
 }
@@ -399,15 +436,19 @@ func (w *WAL) createSegment(firstIndex uint64) error {
 	if err != nil {
 		return fmt.Errorf("creating segment %s: %w", segmentName(firstIndex), err)
 	}
-	return w.installSegment(f, temporary, firstIndex, true)
+	return w.installSegment(f, temporary, firstIndex, true, 0)
 }
 
 // installSegment turns the file at temporary into the active segment starting at firstIndex:
 // header (and preallocation) written and synced under the temporary name, then renamed and
-// the directory synced, so the final name never shows a file without a durable header.
-func (w *WAL) installSegment(f File, temporary string, firstIndex uint64, allocate bool) error {
+// the directory synced, so the final name never shows a file without a durable header. The
+// segment gets a fresh salt, different from previousSalt, the salt of the file's previous
+// life if it is recycled.
+func (w *WAL) installSegment(f File, temporary string, firstIndex uint64, allocate bool,
+	previousSalt uint32) error {
 	name := segmentName(firstIndex)
-	err := w.initializeSegment(f, firstIndex, allocate)
+	salt := newSalt(previousSalt)
+	err := w.initializeSegment(f, firstIndex, salt, allocate)
 	if err == nil {
 		err = w.fs.Rename(temporary, w.path(name))
 	}
@@ -419,16 +460,30 @@ func (w *WAL) installSegment(f File, temporary string, firstIndex uint64, alloca
 		return fmt.Errorf("creating segment %s: %w", name, err)
 	}
 	w.active = f
+	w.activeSalt = salt
 	w.nextIndex = firstIndex
 	w.segmentsMu.Lock()
 	w.segments = append(w.segments, &segmentInfo{name: name, firstIndex: firstIndex,
-		end: segmentHeaderSize})
+		salt: salt, end: segmentHeaderSize})
 	w.segmentsMu.Unlock()
 	return nil
 }
 
-func (w *WAL) initializeSegment(f File, firstIndex uint64, allocate bool) error {
-	if _, err := f.WriteAt(encodeSegmentHeader(firstIndex), 0); err != nil {
+// newSalt returns a random non-zero salt other than previous.
+func newSalt(previous uint32) uint32 {
+	for {
+		if salt := rand.Uint32(); salt != 0 && salt != previous {
+			return salt
+		}
+	}
+}
+
+// initializeSegment writes the header, the end marker and zeros to the end of the first page
+// (so a recycled file's first page is never read back to merge the write), and syncs.
+func (w *WAL) initializeSegment(f File, firstIndex uint64, salt uint32, allocate bool) error {
+	page := make([]byte, min(pageBytes, w.options.SegmentBytes))
+	copy(page, encodeSegmentHeader(firstIndex, salt))
+	if _, err := f.WriteAt(page, 0); err != nil {
 		return err
 	}
 	if allocate {
@@ -440,7 +495,9 @@ func (w *WAL) initializeSegment(f File, firstIndex uint64, allocate bool) error 
 }
 
 // TruncateBefore removes the longest prefix of segments, never the active one, whose
-// records all have Key < key (see doc.go for why only a prefix).
+// records all have Key < key (see doc.go for why only a prefix). Up to
+// Options.RecycledSegmentsMax of the removed files are kept, renamed, for reuse as later
+// segments.
 func (w *WAL) TruncateBefore(key uint64) error {
 	w.truncateMu.Lock()
 	defer w.truncateMu.Unlock()
@@ -455,10 +512,24 @@ func (w *WAL) TruncateBefore(key uint64) error {
 	}
 	victims := append([]*segmentInfo(nil), w.segments[:count]...)
 	w.segmentsMu.Unlock()
+	// The newest victims (the likeliest to be still cached) become spares while the pool has
+	// room. They join the pool only after the directory sync below, so until then the pool
+	// can only shrink (the preparer takes) and stays within RecycledSegmentsMax.
+	w.spareMu.Lock()
+	recycleFrom := len(victims) - max(0, w.options.RecycledSegmentsMax-len(w.spares))
+	w.spareMu.Unlock()
 	removed := 0
+	var spares []string
 	var err error
-	for _, s := range victims {
-		if err = w.fs.Remove(w.path(s.name)); err != nil {
+	for i, s := range victims {
+		if i >= recycleFrom {
+			spare := s.name + spareSuffix
+			if err = w.fs.Rename(w.path(s.name), w.path(spare)); err != nil {
+				err = fmt.Errorf("wal: renaming %s to %s: %w", s.name, spare, err)
+				break
+			}
+			spares = append(spares, spare)
+		} else if err = w.fs.Remove(w.path(s.name)); err != nil {
 			err = fmt.Errorf("wal: removing %s: %w", s.name, err)
 			break
 		}
@@ -469,11 +540,56 @@ func (w *WAL) TruncateBefore(key uint64) error {
 		w.segmentsMu.Lock()
 		w.segments = append(w.segments[:0:0], w.segments[removed:]...)
 		w.segmentsMu.Unlock()
-		if syncErr := w.fs.SyncDir(w.options.Dir); syncErr != nil && err == nil {
-			err = fmt.Errorf("wal: syncing %s: %w", w.options.Dir, syncErr)
+		if syncErr := w.fs.SyncDir(w.options.Dir); syncErr != nil {
+			// The renames may not be durable: a spare reused now could, after a crash,
+			// reappear under its segment name with its reuse's writes in it.
+			return errors.Join(err, fmt.Errorf("wal: syncing %s: %w", w.options.Dir, syncErr))
 		}
+		// Only now may the preparer write into the spares.
+		w.spareMu.Lock()
+		w.spares = append(w.spares, spares...)
+		w.spareMu.Unlock()
 	}
 	return err
+}
+
+// takeSpare returns the newest spare segment file (the likeliest to be still in the page
+// cache), if any.
+func (w *WAL) takeSpare() (string, bool) {
+	w.spareMu.Lock()
+	defer w.spareMu.Unlock()
+	if len(w.spares) == 0 {
+		return "", false
+	}
+	name := w.spares[len(w.spares)-1]
+	w.spares = w.spares[:len(w.spares)-1]
+	return name, true
+}
+
+// returnSpare puts back a spare the preparer took but did not hand over.
+func (w *WAL) returnSpare(name string) {
+	w.spareMu.Lock()
+	defer w.spareMu.Unlock()
+	w.spares = append(w.spares, name)
+}
+
+// collectSpares adopts the spare files found by Open, deleting any beyond
+// RecycledSegmentsMax (the oldest first). It reports whether it deleted any.
+func (w *WAL) collectSpares(names []string) (bool, error) {
+	var spares []string
+	for _, name := range names {
+		if strings.HasSuffix(name, spareSuffix) {
+			spares = append(spares, name)
+		}
+	}
+	extra := max(0, len(spares)-w.options.RecycledSegmentsMax)
+	for _, name := range spares[:extra] {
+		if err := w.fs.Remove(w.path(name)); err != nil {
+			return false, fmt.Errorf("wal: removing spare %s: %w", name, err)
+		}
+	}
+	w.spares = spares[extra:]
+	return extra > 0, nil
 }
 
 // Replay calls fn for every durable record, in append order; a later record with the same
@@ -495,7 +611,7 @@ func (w *WAL) Replay(fn func(r Record) error) error {
 		if err != nil {
 			return err
 		}
-		scanned := segmentInfo{name: s.name, firstIndex: s.firstIndex}
+		scanned := segmentInfo{name: s.name, firstIndex: s.firstIndex, salt: s.salt}
 		stop, err := scanSegment(f, &scanned, s.end, &buffer, fn)
 		f.Close()
 		if err != nil {

@@ -118,6 +118,8 @@ func TestOptionsValidationNamesTheField(t *testing.T) {
 		{"Options.Dir", func(o *Options) { o.Dir = "" }},
 		{"Options.SegmentBytes", func(o *Options) { o.SegmentBytes = 100 }},
 		{"Options.SegmentBytes", func(o *Options) { o.SegmentBytes = 2 << 30 }},
+		{"Options.RecycledSegmentsMax", func(o *Options) { o.RecycledSegmentsMax = -1 }},
+		{"Options.RecycledSegmentsMax", func(o *Options) { o.RecycledSegmentsMax = RecycledSegmentsLimit + 1 }},
 		{"Options.QueueRecordsMax", func(o *Options) { o.QueueRecordsMax = 0 }},
 		{"Options.QueueBytesMax", func(o *Options) { o.QueueBytesMax = 3 }},
 	} {
