@@ -742,11 +742,15 @@ func (c *Client) AppendAsync(payload []byte, done func(Result, error)) error {
 // submit gives cl the next seq and deadline and queues it.
 func (c *Client) submit(ctx context.Context, cl *call, deadline time.Time) (uint64, error) {
 	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-c.stop:
-		return 0, ErrClosed
+	case c.sem <- struct{}{}: // the common case, without a three-way select
+	default:
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-c.stop:
+			return 0, ErrClosed
+		}
 	}
 	if err := c.waitSeqRoom(ctx); err != nil {
 		<-c.sem

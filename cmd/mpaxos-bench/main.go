@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,6 +213,8 @@ type profileCapture struct {
 	wg       sync.WaitGroup
 	profiles []perf.Profile
 	err      error
+	selfPath string // the load generator's own CPU profile, once written
+	selfErr  error
 }
 
 func newProfileCapture(ctx context.Context, o *options, endpoints []perf.Endpoint) *profileCapture {
@@ -234,6 +239,41 @@ func (p *profileCapture) start(window time.Duration) {
 		defer p.wg.Done()
 		p.profiles, p.err = perf.Capture(p.ctx, p.cfg, p.endpoints)
 	}()
+	if slices.Contains(p.cfg.Kinds, perf.CPU) {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.selfErr = p.profileSelf(window)
+		}()
+	}
+}
+
+// profileSelf writes the load generator's own CPU profile for the window
+// (loadgen-cpu.pb.gz): at saturation the generator shares the machine with the replicas,
+// and its cost per request is part of what bounds the figures.
+func (p *profileCapture) profileSelf(window time.Duration) error {
+	path := filepath.Join(p.cfg.Dir, "loadgen-cpu.pb.gz")
+	if err := os.MkdirAll(p.cfg.Dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("load generator CPU profile: %w", err)
+	}
+	select {
+	case <-time.After(window):
+	case <-p.ctx.Done():
+	}
+	pprof.StopCPUProfile()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	p.selfPath = path
+	return nil
 }
 
 // finish waits for a capture in progress and prints what it saved.
@@ -249,5 +289,11 @@ func (p *profileCapture) finish(stderr io.Writer) {
 		fmt.Fprintln(stderr, "mpaxos-bench: profiles: none captured (the run ended before its measured window)")
 	default:
 		_ = perf.WriteSummary(stderr, p.profiles)
+	}
+	switch {
+	case p.selfErr != nil:
+		fmt.Fprintf(stderr, "mpaxos-bench: load generator profile: %v\n", p.selfErr)
+	case p.selfPath != "":
+		fmt.Fprintf(stderr, "  go tool pprof -http=127.0.0.1:0 %s   (the load generator itself)\n", p.selfPath)
 	}
 }
