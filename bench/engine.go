@@ -136,8 +136,9 @@ func (c *clientState) recordErrorLocked(kind string, measured bool) {
 	c.kinds[kind]++
 }
 
-// send stamps and sends r; on a synchronous failure it returns r to the free list.
-func (c *clientState) send(ctx context.Context, r *request, intended time.Time, measured bool) {
+// send stamps and sends r; on a synchronous failure it returns r to the free list, pauses
+// and reports false.
+func (c *clientState) send(ctx context.Context, r *request, intended time.Time, measured bool) bool {
 	r.start = intended
 	r.measured = measured
 	if measured {
@@ -147,7 +148,7 @@ func (c *clientState) send(ctx context.Context, r *request, intended time.Time, 
 	stampPayload(r.payload, uint64(c.index), c.sequence)
 	err := c.target.AppendAsync(r.payload, r.done)
 	if err == nil {
-		return
+		return true
 	}
 	kind := KindSend + ": " + c.classify(err)
 	c.mu.Lock()
@@ -157,6 +158,7 @@ func (c *clientState) send(ctx context.Context, r *request, intended time.Time, 
 	c.mu.Unlock()
 	c.free <- r
 	sleepContext(ctx, sendErrorBackoff)
+	return false
 }
 
 // stampPayload writes the client index and sequence into the payload's first bytes, as many
@@ -196,17 +198,19 @@ func (c *clientState) closedLoop(ctx context.Context, measureStart, end time.Tim
 			return
 		}
 		measured := !now.Before(measureStart)
-		c.send(ctx, r, now, measured)
-		// Answers arrive in bursts (one read returns many): send every request freed
+		ok := c.send(ctx, r, now, measured)
+		// Answers arrive in bursts (one read returns many): send the requests freed
 		// meanwhile at once, all stamped with this clock reading — they leave within
 		// microseconds of it, and each time.Now and three-way select costs more than that.
-		for more := true; more; {
+		// At most one round of the free list, and none after a failed send (which paused).
+		for burst := 1; ok && burst < cap(c.free); burst++ {
 			select {
 			case r = <-c.free:
-				c.send(ctx, r, now, measured)
+				ok = c.send(ctx, r, now, measured)
+				continue
 			default:
-				more = false
 			}
+			break
 		}
 	}
 }
