@@ -39,6 +39,12 @@ type Config struct {
 	TimelineSamplesMax int
 	// DialConcurrencyMax bounds the dials in progress at once.
 	DialConcurrencyMax int
+	// OpenLoopTick: in the open loop each client wakes at most once per tick and sends every
+	// request due by then, each stamped with its own due time, so the wait for the tick is
+	// part of the measured latency. Waking for every request separately made the generator
+	// write one request per syscall and saturate the CPU it shares with the replicas (at
+	// 500k req/s it used 0.75 of a core, 41% of it in write). 0 wakes for every request.
+	OpenLoopTick time.Duration
 	// OnMeasureStart, if set, runs once on its own goroutine when the warm-up ends, with
 	// the measured window's length (profile capture hooks in here).
 	OnMeasureStart func(window time.Duration)
@@ -72,8 +78,12 @@ func DefaultConfig() Config {
 		ErrorKindsMax:      32,
 		TimelineSamplesMax: 3600,
 		DialConcurrencyMax: 16,
+		OpenLoopTick:       DefaultOpenLoopTick,
 	}
 }
+
+// DefaultOpenLoopTick is Config.OpenLoopTick's default.
+const DefaultOpenLoopTick = 200 * time.Microsecond
 
 // Validate reports the first field out of range.
 func (c *Config) Validate() error {
@@ -105,6 +115,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: TimelineSamplesMax = %d, want 2..%d", ErrConfig, c.TimelineSamplesMax, TimelineSamplesLimit)
 	case c.DialConcurrencyMax < 1 || c.DialConcurrencyMax > DialConcurrencyLimit:
 		return fmt.Errorf("%w: DialConcurrencyMax = %d, want 1..%d", ErrConfig, c.DialConcurrencyMax, DialConcurrencyLimit)
+	case c.OpenLoopTick < 0 || c.OpenLoopTick > time.Second:
+		return fmt.Errorf("%w: OpenLoopTick = %v, want 0..1s", ErrConfig, c.OpenLoopTick)
 	}
 	return nil
 }

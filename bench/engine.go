@@ -219,7 +219,7 @@ func (c *clientState) closedLoop(ctx context.Context, measureStart, end time.Tim
 // happened to earlier ones. A late request keeps its due time as its start. Requests due
 // before end are still sent after end (their lateness is latency) until sendDeadline; those
 // never sent by then count as KindUnsent.
-func (c *clientState) openLoop(ctx context.Context, base time.Time, interval float64, measureStart, end, sendDeadline time.Time) {
+func (c *clientState) openLoop(ctx context.Context, base time.Time, interval float64, tick time.Duration, measureStart, end, sendDeadline time.Time) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -232,7 +232,9 @@ func (c *clientState) openLoop(ctx context.Context, base time.Time, interval flo
 			return
 		}
 		if wait := time.Until(intended); wait > 0 {
-			timer.Reset(wait)
+			// Sleep to the due time, or a whole tick when that is sooner, and then send
+			// everything due by the wake-up (see Config.OpenLoopTick).
+			timer.Reset(max(wait, tick))
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
@@ -354,7 +356,9 @@ func drive(ctx context.Context, cfg *Config, clients []*clientState) (*Result, e
 		}
 		interval := float64(time.Second) * float64(len(clients)) / cfg.Rate
 		base := start.Add(time.Duration(interval * float64(c.index) / float64(len(clients))))
-		wg.Go(func() { c.openLoop(ctx, base, interval, measureStart, end, end.Add(cfg.DrainTimeout)) })
+		wg.Go(func() {
+			c.openLoop(ctx, base, interval, cfg.OpenLoopTick, measureStart, end, end.Add(cfg.DrainTimeout))
+		})
 	}
 	wg.Wait()
 	stopped := time.Now()

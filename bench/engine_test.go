@@ -29,6 +29,8 @@ type fakeTarget struct {
 	neverDone bool
 
 	sent           atomic.Int64
+	lastSend       atomic.Int64 // UnixNano of the latest AppendAsync
+	wakeups        atomic.Int64 // AppendAsync calls more than 2 ms after the previous one
 	outstanding    atomic.Int64
 	outstandingMax atomic.Int64
 	closed         atomic.Bool
@@ -45,6 +47,9 @@ func (f *fakeTarget) AppendAsync(payload []byte, done func(error)) error {
 		time.Sleep(f.stallFor)
 	}
 	n := f.sent.Add(1)
+	if now := time.Now().UnixNano(); now-f.lastSend.Swap(now) > int64(2*time.Millisecond) {
+		f.wakeups.Add(1)
+	}
 	if f.payloads != nil {
 		f.mu.Lock()
 		f.payloads[string(payload)] = true
@@ -261,6 +266,43 @@ func TestOpenLoopKeepsTheRateAcrossClients(t *testing.T) {
 	})
 }
 
+// With a tick, the open loop sends in bursts, one per tick, and the wait for the tick shows as
+// latency; without one it wakes for every request.
+func TestOpenLoopTickSendsInBursts(t *testing.T) {
+	timing(t, func(c *checks) {
+		run := func(tick time.Duration) (*fakeTarget, *Result) {
+			cfg := testConfig()
+			cfg.Clients, cfg.Inflight = 1, 256
+			cfg.Rate = 1000 // one request every 1 ms: more than 2 ms apart only at a tick
+			cfg.Warmup, cfg.Duration = 0, 500*time.Millisecond
+			cfg.OpenLoopTick = tick
+			fake := &fakeTarget{latency: 100 * time.Microsecond}
+			res, err := Run(context.Background(), cfg, dialFakes(fake))
+			if err != nil {
+				c.errorf("Run: %v", err)
+			}
+			return fake, res
+		}
+		ticked, res := run(20 * time.Millisecond)
+		if res == nil {
+			return
+		}
+		if w := ticked.wakeups.Load(); w < 15 || w > 30 {
+			c.errorf("tick 20ms over 0.5s: %d send bursts, want about 25", w)
+		}
+		if res.Ops < 450 || res.Ops > 501 {
+			c.errorf("tick 20ms: ops = %d, want about 500: a tick must not drop requests", res.Ops)
+		}
+		if p90 := res.Percentile(90); p90 < 5*time.Millisecond {
+			c.errorf("tick 20ms: p90 = %v, want the wait for the tick counted (>= 5ms)", p90)
+		}
+		every, _ := run(0)
+		if w := every.wakeups.Load(); w > 10 {
+			c.errorf("no tick: %d gaps over 2 ms between sends at one per ms, want few", w)
+		}
+	})
+}
+
 var errFakeTimeout = errors.New("fake: request timed out")
 
 func TestErrorsAreCountedByKind(t *testing.T) {
@@ -453,6 +495,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"LatencyMax", func(c *Config) { c.LatencyMax = time.Microsecond }},
 		{"ProgressInterval", func(c *Config) { c.ProgressInterval = 0 }},
 		{"ErrorKindsMax", func(c *Config) { c.ErrorKindsMax = 0 }},
+		{"OpenLoopTick", func(c *Config) { c.OpenLoopTick = -time.Millisecond }},
+		{"OpenLoopTick", func(c *Config) { c.OpenLoopTick = 2 * time.Second }},
 	}
 	for _, tc := range cases {
 		cfg := DefaultConfig()

@@ -29,6 +29,7 @@ type options struct {
 	duration time.Duration
 	warmup   time.Duration
 	rate     float64
+	tick     time.Duration
 	timeout  time.Duration
 	sweep    bool
 
@@ -81,6 +82,7 @@ func newFlagSet(o *options, raw *rawFlags) *flag.FlagSet {
 	fs.DurationVar(&o.duration, "duration", d.Duration, "measured window")
 	fs.DurationVar(&o.warmup, "warmup", d.Warmup, "load before the measured window, not counted")
 	fs.Float64Var(&o.rate, "rate", 0, "open loop: total requests per second (latency from each request's intended send time); 0 = closed loop")
+	fs.DurationVar(&o.tick, "open-loop-tick", bench.DefaultOpenLoopTick, "open loop: each client wakes at most this often and sends every request due by then (the wait counts as latency); 0 = wake for every request")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout (also the end-of-run drain limit)")
 	fs.BoolVar(&o.sweep, "sweep", false, "run with 1, 2, 4, ... up to --clients clients and print the throughput/latency curve")
 	fs.BoolVar(&o.json, "json", false, "print one JSON line with the result on stdout (the table goes to stderr)")
@@ -176,6 +178,8 @@ func (o *options) check() error {
 		return usagef("--warmup %v: want >= 0", o.warmup)
 	case o.rate < 0 || o.rate != o.rate || o.rate > 1e9:
 		return usagef("--rate %v: want 0 (closed loop) or a rate up to 1e9 per second", o.rate)
+	case o.tick < 0 || o.tick > time.Second:
+		return usagef("--open-loop-tick %v: want 0..1s", o.tick)
 	case o.timeout <= 0:
 		return usagef("--timeout %v: want > 0", o.timeout)
 	case o.readyTimeout <= 0:

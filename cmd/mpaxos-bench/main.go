@@ -80,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	cfg := bench.DefaultConfig()
 	cfg.Clients, cfg.Inflight, cfg.PayloadBytes = o.clients, o.inflight, o.payload
-	cfg.Warmup, cfg.Duration, cfg.Rate = o.warmup, o.duration, o.rate
+	cfg.Warmup, cfg.Duration, cfg.Rate, cfg.OpenLoopTick = o.warmup, o.duration, o.rate, o.tick
 	cfg.DrainTimeout = o.timeout
 	cfg.LatencyMax = max(cfg.LatencyMax, 2*o.timeout)
 	cfg.Progress = stderr
