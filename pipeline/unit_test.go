@@ -154,7 +154,10 @@ func TestWaiterTableMatchesAMap(t *testing.T) {
 		switch rng.IntN(3) {
 		case 0, 1:
 			c := conns[rng.IntN(len(conns))]
-			q := readQuery{mode: codec.ReadMode(rng.IntN(3)), offset: uint64(rng.IntN(1000))}
+			var q readQuery // an append, or a read with its query
+			if mode := codec.ReadMode(rng.IntN(3)); mode != codec.ReadNone {
+				q = readQuery{mode: mode, offset: uint64(rng.IntN(1000))}
+			}
 			if got, want := w.put(k, c, q), model[k].conn; got != want {
 				t.Fatalf("step %d: put %v replaced %p, want %p", step, k, got, want)
 			}
