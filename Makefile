@@ -70,7 +70,8 @@ fuzz:
 fuzz-long:
 	@scripts/fuzz-all.sh 10m
 
-# Component benchmarks (codec, batching, wal, netio, ...) then the end-to-end headline run.
+# Component benchmarks (codec, batching, wal, netio, ...) then the end-to-end headline runs:
+# 16 B and 1 KiB closed loop at 64 x 64, then the open loop at half and at a tenth of 1 M/s.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./codec/... ./batching/... ./wal/... ./netio/... ./pipeline/...
 	$(MAKE) bench-e2e
@@ -80,6 +81,10 @@ bench-e2e: build
 		--clients 64 --inflight 64 --payload 16 --duration 20s --warmup 3s
 	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
 		--clients 64 --inflight 64 --payload 1024 --duration 20s --warmup 3s
+	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
+		--clients 16 --inflight 256 --payload 16 --rate 500000 --duration 20s --warmup 3s
+	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
+		--clients 8 --inflight 256 --payload 16 --rate 100000 --duration 20s --warmup 3s
 
 # Throughput and latency at 0, 5 and 25 ms round trips: replicas and the load generator in
 # network namespaces joined by the userspace packet emulator (tests/rtt, about 2 minutes).
