@@ -94,38 +94,10 @@ func benchmarkAppendAsync(b *testing.B, appenders, size, inflightMax int) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	var next atomic.Int64
-	var group sync.WaitGroup
 	before := w.Stats()
 	b.ResetTimer()
 	began := time.Now()
-	for range appenders {
-		group.Go(func() {
-			tokens := make(chan struct{}, inflightMax)
-			done := func(err error) {
-				if err != nil {
-					b.Error(err)
-				}
-				<-tokens
-			}
-			records := []Record{{Type: 1, Payload: payload}}
-			for {
-				n := next.Add(1)
-				if n > int64(b.N) {
-					break
-				}
-				tokens <- struct{}{}
-				records[0].Key = uint64(n)
-				if err := w.AppendAsync(records, done); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-			for range inflightMax {
-				tokens <- struct{}{}
-			}
-		})
-	}
-	group.Wait()
+	driveAppenders(b, w, appenders, inflightMax, payload, &next)
 	elapsed := time.Since(began)
 	b.StopTimer()
 	after := w.Stats()
@@ -166,7 +138,6 @@ func benchmarkAppendRotating(b *testing.B, appenders, size int, truncate bool) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	var next atomic.Int64
-	var group sync.WaitGroup
 	stop := make(chan struct{})
 	truncated := make(chan struct{})
 	recordsPerSegment := int64(segmentBytes / (size + recordHeaderSize))
@@ -189,9 +160,36 @@ func benchmarkAppendRotating(b *testing.B, appenders, size int, truncate bool) {
 	before := w.Stats()
 	b.ResetTimer()
 	began, cpuBegan := time.Now(), processCPU()
+	driveAppenders(b, w, appenders, 64, payload, &next)
+	elapsed, cpu := time.Since(began), processCPU()-cpuBegan
+	b.StopTimer()
+	close(stop)
+	<-truncated
+	after := w.Stats()
+	reportRotation(b, before, after, elapsed, cpu)
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func reportRotation(b *testing.B, before, after Stats, elapsed, cpu time.Duration) {
+	fsyncs := float64(after.Fsyncs - before.Fsyncs)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+	b.ReportMetric(fsyncs/elapsed.Seconds(), "fsyncs/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	if written := after.Bytes - before.Bytes; written > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(written), "cpu-ns/B")
+	}
+	b.ReportMetric(float64(after.SegmentsPrepared-before.SegmentsPrepared), "prepared")
+}
+
+// driveAppenders runs appenders goroutines that each keep up to inflightMax AppendAsync calls
+// of payload in flight, with keys drawn from next, until b.N records are appended, and waits
+// for all of them to be durable.
+func driveAppenders(b *testing.B, w *WAL, appenders, inflightMax int, payload []byte, next *atomic.Int64) {
+	var group sync.WaitGroup
 	for range appenders {
 		group.Go(func() {
-			const inflightMax = 64
 			tokens := make(chan struct{}, inflightMax)
 			done := func(err error) {
 				if err != nil {
@@ -218,24 +216,4 @@ func benchmarkAppendRotating(b *testing.B, appenders, size int, truncate bool) {
 		})
 	}
 	group.Wait()
-	elapsed, cpu := time.Since(began), processCPU()-cpuBegan
-	b.StopTimer()
-	close(stop)
-	<-truncated
-	after := w.Stats()
-	reportRotation(b, before, after, elapsed, cpu)
-	if err := w.Close(); err != nil {
-		b.Fatal(err)
-	}
-}
-
-func reportRotation(b *testing.B, before, after Stats, elapsed, cpu time.Duration) {
-	fsyncs := float64(after.Fsyncs - before.Fsyncs)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
-	b.ReportMetric(fsyncs/elapsed.Seconds(), "fsyncs/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
-	if written := after.Bytes - before.Bytes; written > 0 {
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(written), "cpu-ns/B")
-	}
-	b.ReportMetric(float64(after.SegmentsPrepared-before.SegmentsPrepared), "prepared")
 }
