@@ -38,9 +38,11 @@
 // and start; a corrupt WAL batch, which it must refuse naming the file, then wiped and
 // rejoined; hostile clients (random bytes, 4 GiB length fields before and after the
 // handshake, truncated frames, idle connections). With replicas in network namespaces
-// (tests/chaos/netns): a replica's link taken down, and tc netem delay/loss/reordering where
-// the kernel has netem. Every failure prints the seed
-// and the command that replays its fault schedule (timing on real processes differs between
+// (tests/chaos/netns): a replica's link taken down, and delay with jitter, loss and
+// reordering of real packets — tc netem on veth where the kernel has sch_netem, else the
+// package's userspace packet emulator (TUN devices; the same four knobs), which the harness
+// then uses for every namespace scenario. Every failure prints the seed and the command that
+// replays its fault schedule (timing on real processes differs between
 // runs; the schedule and the workload's choices do not):
 //
 //	go test ./tests/chaos -run '^TestChaosKillLeader$' -chaos -seed 12345 -v
