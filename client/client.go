@@ -731,12 +731,20 @@ func (c *Client) onRedirect(cn *conn, r *codec.Redirect, done []completion) ([]c
 // the client's reader goroutine (or the caller of Close) and must not block. It blocks while
 // Config.InflightMax requests are outstanding. payload is copied.
 func (c *Client) AppendAsync(payload []byte, done func(Result, error)) error {
-	if len(payload) > c.cfg.Limits.PayloadBytesMax {
-		return fmt.Errorf("%w: %d bytes, PayloadBytesMax %d", ErrTooLarge, len(payload), c.cfg.Limits.PayloadBytesMax)
+	cl, err := c.appendCall(payload, done)
+	if err != nil {
+		return err
 	}
-	cl := &call{payload: append([]byte(nil), payload...), done: done}
-	_, err := c.submit(context.Background(), cl, time.Now().Add(c.cfg.RequestTimeout))
+	_, err = c.submit(context.Background(), cl, time.Now().Add(c.cfg.RequestTimeout))
 	return err
+}
+
+// appendCall checks payload's size and returns a call that owns a copy of it.
+func (c *Client) appendCall(payload []byte, done func(Result, error)) (*call, error) {
+	if len(payload) > c.cfg.Limits.PayloadBytesMax {
+		return nil, fmt.Errorf("%w: %d bytes, PayloadBytesMax %d", ErrTooLarge, len(payload), c.cfg.Limits.PayloadBytesMax)
+	}
+	return &call{payload: append([]byte(nil), payload...), done: done}, nil
 }
 
 // submit gives cl the next seq and deadline and queues it.
@@ -828,13 +836,11 @@ type outcome struct {
 // Append submits payload and waits for its outcome or ctx's end (see the package doc for
 // which errors are ambiguous).
 func (c *Client) Append(ctx context.Context, payload []byte) (Result, error) {
-	// The call expires at RequestTimeout; an earlier ctx deadline ends it below instead, so
-	// the error says which (ErrTimeout wrapping context.DeadlineExceeded).
-	if len(payload) > c.cfg.Limits.PayloadBytesMax {
-		return Result{}, fmt.Errorf("%w: %d bytes, PayloadBytesMax %d", ErrTooLarge, len(payload), c.cfg.Limits.PayloadBytesMax)
-	}
 	ch := make(chan outcome, 1)
-	cl := &call{payload: append([]byte(nil), payload...), done: func(r Result, err error) { ch <- outcome{result: r, err: err} }}
+	cl, err := c.appendCall(payload, func(r Result, err error) { ch <- outcome{result: r, err: err} })
+	if err != nil {
+		return Result{}, err
+	}
 	o := c.wait(ctx, cl, ch)
 	return o.result, o.err
 }

@@ -46,12 +46,7 @@ type replies struct {
 	conns []*netio.ClientConn
 	resps [][]codec.Response
 	used  int
-	total int // responses held
 }
-
-// repliesCoalesceMax bounds the responses the apply stage holds back while it applies a burst
-// of queued jobs (see runApply): about 5 MiB of Responses.
-const repliesCoalesceMax = 1 << 16
 
 func (r *replies) add(c *netio.ClientConn, resp codec.Response) {
 	i, ok := r.index[c]
@@ -66,7 +61,6 @@ func (r *replies) add(c *netio.ClientConn, resp codec.Response) {
 		r.index[c] = i
 	}
 	r.resps[i] = append(r.resps[i], resp)
-	r.total++
 }
 
 func (r *replies) flush() {
@@ -74,7 +68,7 @@ func (r *replies) flush() {
 		r.conns[i].Respond(r.resps[i])
 		r.conns[i] = nil
 	}
-	r.used, r.total = 0, 0
+	r.used = 0
 	clear(r.index)
 }
 
@@ -101,6 +95,7 @@ func (n *Node) runApply() {
 	var it codec.BatchIter
 	var answers []codec.Response // one batch's answers, reused
 	var reads []pendingRead      // one round's reads, answered after it is published
+	held := 0                    // jobs applied since the answers were last written
 	for job := range n.applyCh {
 		if job.failAll {
 			n.waitMu.Lock()
@@ -109,6 +104,7 @@ func (n *Node) runApply() {
 			})
 			n.waitMu.Unlock()
 			out.flush()
+			held = 0
 			n.resumePaused()
 			continue
 		}
@@ -183,9 +179,12 @@ func (n *Node) runApply() {
 		// connection then gets one write for the whole burst rather than one per job. At
 		// saturation with 64 connections the per-job writes cost the leader about 15% of its
 		// CPU in write syscalls. The answers wait only for work that is already here.
-		if len(n.applyCh) > 0 && out.total < repliesCoalesceMax {
+		// At most one queue's worth of jobs (Config.ApplyQueueMax) per burst, so answers are
+		// never held back indefinitely; the answers held are bounded by PendingRequestsMax.
+		if held++; len(n.applyCh) > 0 && held < cap(n.applyCh) {
 			continue
 		}
+		held = 0
 		// Answer only after the round is published: a client that got its answer finds its
 		// command in Applied, Read and Subscribe on this replica.
 		out.flush()

@@ -201,3 +201,34 @@ func BenchmarkWaiterTableChurn(b *testing.B) {
 		}
 	}
 }
+
+// The applied-log digest tells apart logs that differ in a slot number, in any byte of a
+// value, in a value's length (a trailing zero byte), or in the order of two slots.
+func TestDigestSlotSeesEveryDifference(t *testing.T) {
+	value := codec.AppendBatch(nil, []codec.Command{{ClientID: 7, Seq: 3, SeqFloor: 3, Payload: []byte("payload")}})
+	digest := func(slots []uint64, values [][]byte) uint64 {
+		h := DigestStart
+		for i, s := range slots {
+			h = DigestSlot(h, s, values[i])
+		}
+		return h
+	}
+	base := digest([]uint64{4, 5}, [][]byte{value, nil})
+	if base == DigestStart {
+		t.Fatal("two applied slots left the digest at its start value")
+	}
+	flipped := append([]byte(nil), value...)
+	flipped[len(flipped)-1] ^= 1
+	others := map[string]uint64{
+		"another slot number": digest([]uint64{4, 6}, [][]byte{value, nil}),
+		"a flipped byte":      digest([]uint64{4, 5}, [][]byte{flipped, nil}),
+		"a longer value":      digest([]uint64{4, 5}, [][]byte{append(append([]byte(nil), value...), 0), nil}),
+		"a no-op for a batch": digest([]uint64{4, 5}, [][]byte{nil, nil}),
+		"slots swapped":       digest([]uint64{5, 4}, [][]byte{nil, value}),
+	}
+	for name, d := range others {
+		if d == base {
+			t.Errorf("%s: same digest %x as the original log", name, d)
+		}
+	}
+}
