@@ -39,11 +39,13 @@ type Config struct {
 	TimelineSamplesMax int
 	// DialConcurrencyMax bounds the dials in progress at once.
 	DialConcurrencyMax int
-	// OpenLoopTick: in the open loop each client wakes at most once per tick and sends every
-	// request due by then, each stamped with its own due time, so the wait for the tick is
-	// part of the measured latency. Waking for every request separately made the generator
-	// write one request per syscall and saturate the CPU it shares with the replicas (at
-	// 500k req/s it used 0.75 of a core, 41% of it in write). 0 wakes for every request.
+	// OpenLoopTick: in the open loop the pacing goroutine (one per 400k req/s of Rate,
+	// each pacing a group of clients) wakes at most once per tick and sends every request
+	// due by then, each stamped with its own due time, so the wait for the tick is part of
+	// the measured latency (Result.SendLag shows it). Waking for every request separately
+	// made the generator write one request per syscall and saturate the CPU it shares with
+	// the replicas (at 500k req/s it used 0.75 of a core, 41% of it in write). 0 wakes for
+	// every request.
 	OpenLoopTick time.Duration
 	// OnMeasureStart, if set, runs once on its own goroutine when the warm-up ends, with
 	// the measured window's length (profile capture hooks in here).

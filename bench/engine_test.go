@@ -555,3 +555,61 @@ func TestSweepDoublesClients(t *testing.T) {
 		}
 	})
 }
+
+// The open loop paces several clients from one goroutine: a client whose requests never
+// come back (all in flight) or whose sends fail must not hold back the others' schedules.
+func TestOpenLoopOneClientDoesNotHoldBackAnother(t *testing.T) {
+	timing(t, func(c *checks) {
+		cfg := testConfig()
+		cfg.Clients, cfg.Inflight = 3, 4
+		cfg.Rate = 3000 // 1,000 req/s per client
+		cfg.Warmup, cfg.Duration = 0, 500*time.Millisecond
+		cfg.DrainTimeout = 200 * time.Millisecond
+		if got := openLoopPacers(cfg.Rate, cfg.Clients); got != 1 {
+			c.errorf("openLoopPacers(%v, %d) = %d, want the three clients in one group", cfg.Rate, cfg.Clients, got)
+		}
+		healthy := &fakeTarget{latency: time.Millisecond}
+		stuck := &fakeTarget{neverDone: true}
+		failing := &fakeTarget{sendError: errors.New("fake: connection refused")}
+		res, err := Run(context.Background(), cfg, dialFakes(healthy, stuck, failing))
+		if err != nil {
+			c.errorf("Run: %v", err)
+			return
+		}
+		if n := healthy.sent.Load(); n < 450 || n > 501 {
+			c.errorf("the healthy client sent %d requests, want about 500", n)
+		}
+		if n := stuck.sent.Load(); n != int64(cfg.Inflight) {
+			c.errorf("the stuck client sent %d requests, want exactly its in-flight cap %d", n, cfg.Inflight)
+		}
+		if p99 := res.Percentile(99); p99 > 20*time.Millisecond {
+			c.errorf("healthy client's p99 = %v, want close to its 1 ms latency", p99)
+		}
+		if res.SendLag == nil {
+			c.errorf("open loop: no send lag recorded")
+		} else if n := res.SendLag.TotalCount(); n < 450 {
+			c.errorf("send lag recorded for %d requests, want every request sent in the window", n)
+		} else if lag := res.SendLag.ValueAtQuantile(50); lag > 5000 {
+			c.errorf("send lag p50 = %d µs, want well under the 5 ms a blocked group would show", lag)
+		}
+		if res.ErrorsByKind[KindUnsent] == 0 {
+			c.errorf("errors %v: want the stuck client's requests never sent counted as %s", res.ErrorsByKind, KindUnsent)
+		}
+	})
+}
+
+func TestClosedLoopHasNoSendLag(t *testing.T) {
+	cfg := testConfig()
+	cfg.Clients, cfg.Inflight = 1, 2
+	res, err := Run(context.Background(), cfg, dialFakes(&fakeTarget{latency: time.Millisecond}))
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.SendLag != nil {
+		t.Fatalf("closed loop: SendLag = %v, want nil (requests have no due time)", res.SendLag)
+	}
+	var b strings.Builder
+	if err := res.WriteTable(&b); err != nil || strings.Contains(b.String(), "send lag") {
+		t.Fatalf("closed-loop table mentions send lag (err %v):\n%s", err, b.String())
+	}
+}

@@ -82,7 +82,7 @@ func newFlagSet(o *options, raw *rawFlags) *flag.FlagSet {
 	fs.DurationVar(&o.duration, "duration", d.Duration, "measured window")
 	fs.DurationVar(&o.warmup, "warmup", d.Warmup, "load before the measured window, not counted")
 	fs.Float64Var(&o.rate, "rate", 0, "open loop: total requests per second (latency from each request's intended send time); 0 = closed loop")
-	fs.DurationVar(&o.tick, "open-loop-tick", bench.DefaultOpenLoopTick, "open loop: each client wakes at most this often and sends every request due by then (the wait counts as latency); 0 = wake for every request")
+	fs.DurationVar(&o.tick, "open-loop-tick", bench.DefaultOpenLoopTick, "open loop: the pacer wakes at most this often and sends every request due by then (the wait counts as latency; \"send lag\" shows it); 0 = wake for every request")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout (also the end-of-run drain limit)")
 	fs.BoolVar(&o.sweep, "sweep", false, "run with 1, 2, 4, ... up to --clients clients and print the throughput/latency curve")
 	fs.BoolVar(&o.json, "json", false, "print one JSON line with the result on stdout (the table goes to stderr)")
