@@ -7,7 +7,8 @@
 //	                                               │  owns core.Replica: Step, Tick, Propose
 //	                                               │  while the Phase-2 window has room, Ready
 //	              netio.Send ◀── Messages ─────────┤
-//	              persist goroutine ◀── Entries, hard state (WAL AppendAsync: group commit)
+//	              WAL AppendAsync ◀── Entries (queued by the step loop; group commit)
+//	              hard-state saver ◀── hard state (wal.SaveHardState)
 //	              netio.Send ◀── MessagesAfterPersist, once durable
 //	              apply goroutine ◀── Chosen (in slot order): exactly-once sessions, answers
 //	                                    each waiting client with (slot, index)

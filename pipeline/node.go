@@ -167,7 +167,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.log.Info("pipeline: recovered", "entries", len(persisted.Entries),
 		"commit", persisted.HardState.Commit, "promised", persisted.HardState.Promised)
-	go pprof.Do(context.Background(), pprof.Labels("stage", "persist"), func(context.Context) { n.runPersist() })
+	go pprof.Do(context.Background(), pprof.Labels("stage", "hardstate"), func(context.Context) { n.runPersist() })
 	go pprof.Do(context.Background(), pprof.Labels("stage", "apply"), func(context.Context) { n.runApply() })
 	go pprof.Do(context.Background(), pprof.Labels("stage", "step"), func(context.Context) { n.runStep() })
 	n.startEmbedStages()

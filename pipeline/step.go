@@ -2,9 +2,7 @@ package pipeline
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"runtime/pprof"
 	"time"
 
 	"github.com/mpaxos/mpaxos/codec"
@@ -21,7 +19,8 @@ const commitSaveInterval = 50 * time.Millisecond
 // peerBurstMax bounds the peer messages stepped before the loop looks at its other inputs.
 const peerBurstMax = 512
 
-// persistJob is one Ready's durable part, handed to the persist goroutine.
+// persistJob is one Ready's durable part: the step loop queues its entries into the WAL
+// itself and hands its hard state, if any, to the hard-state saver.
 type persistJob struct {
 	seq       uint64 // the Ready's place in the FIFO of persists
 	hardState []byte // nil: nothing to save
@@ -77,6 +76,11 @@ type stepper struct {
 	// the length (at least twice the window, so in-flight slots never collide).
 	proposedSlot []uint64
 	proposedAt   []time.Time
+
+	// appendEntries' buffers, reused Ready after Ready (the WAL copies what it queues).
+	arena   []byte
+	recs    []wal.Record
+	offsets []int
 }
 
 func (n *Node) runStep() {
@@ -256,8 +260,11 @@ func (s *stepper) readyOne() {
 		return
 	}
 	// With nothing to write it still waits its turn: it may vouch for what earlier Readies write.
-	if p.parts > 0 {
+	if job.hardState != nil {
 		n.persistCh <- job // capacity PersistInflightMax, and at most that many pending: never blocks
+	}
+	if len(job.entries) > 0 {
+		s.appendEntries(job)
 	}
 	if !p.applied {
 		s.unapplied++
@@ -369,59 +376,48 @@ func (s *stepper) fail(err error) {
 	close(n.persistCh)
 }
 
-// runPersist is the persist goroutine: entries become WAL records keyed by slot, appended
-// asynchronously (the WAL group-commits everything queued into one fsync and completes
-// appends in order), so it goes on to the next Ready at once. The hard state (rare: a new
-// promise, or the commit point every commitSaveInterval) is saved by a goroutine of its own,
-// in order, so its fsync does not hold up the entries of the Readies behind it; saving a
-// Ready's hard state before an earlier Ready's entries are durable is safe (the promise only
-// rises, and the commit point covers only entries already durable). The step loop hears of
-// each part of each Ready once it is durable; it restores the order itself.
+// appendEntries queues a Ready's entries into the WAL as records keyed by slot. AppendAsync
+// returns once they are queued (the WAL group-commits everything queued into one fsync and
+// completes appends in order), so the step loop goes on at once; it hears of the entries'
+// durability on persistDone and restores the order of Readies itself. Queuing here rather than
+// on a goroutine of its own saves a hand-off (a thread wake-up) per Ready on the path every
+// Accepted waits for; AppendAsync blocks only while the WAL's queue is full, and the WAL
+// writer never waits for this loop (persistDone holds two results per Ready in flight).
+func (s *stepper) appendEntries(job persistJob) {
+	n := s.n
+	s.arena, s.recs, s.offsets = s.arena[:0], s.recs[:0], s.offsets[:0]
+	for i := range job.entries {
+		s.offsets = append(s.offsets, len(s.arena))
+		s.arena = appendEntryPayload(s.arena, &job.entries[i])
+	}
+	s.offsets = append(s.offsets, len(s.arena))
+	for i := range job.entries {
+		s.recs = append(s.recs, wal.Record{Type: recordEntry, Key: job.entries[i].Slot,
+			Payload: s.arena[s.offsets[i]:s.offsets[i+1]]})
+	}
+	seq, start := job.seq, job.start
+	// done runs on the WAL writer goroutine.
+	err := n.wal.AppendAsync(s.recs, func(err error) {
+		d := time.Since(start)
+		n.latency.persist.record(d)
+		n.metrics.persistSeconds.Observe(d.Seconds())
+		n.persistDone <- persistResult{seq: seq, err: err}
+	})
+	if err != nil {
+		n.persistDone <- persistResult{seq: seq, err: err}
+	}
+}
+
+// runPersist is the hard-state saver: the hard state (rare: a new promise, or the commit
+// point every commitSaveInterval) is saved here, in order, so its fsync does not hold up the
+// entries of the Readies behind it; saving a Ready's hard state before an earlier Ready's
+// entries are durable is safe (the promise only rises, and the commit point covers only
+// entries already durable). The step loop hears of each part of each Ready once it is
+// durable; it restores the order itself.
 func (n *Node) runPersist() {
 	defer close(n.persistExit)
-	hardStates := make(chan persistJob, n.cfg.PersistInflightMax)
-	saverDone := make(chan struct{})
-	go pprof.Do(context.Background(), pprof.Labels("stage", "hardstate"), func(context.Context) {
-		defer close(saverDone)
-		for job := range hardStates {
-			// persistDone holds two results per Ready in flight: never blocks.
-			n.persistDone <- persistResult{seq: job.seq, err: n.wal.SaveHardState(job.hardState)}
-		}
-	})
-	defer func() {
-		close(hardStates)
-		<-saverDone
-	}()
-	var arena []byte
-	var recs []wal.Record
-	var offsets []int
 	for job := range n.persistCh {
-		if job.hardState != nil {
-			hardStates <- job // capacity PersistInflightMax, as persistCh: never blocks
-		}
-		if len(job.entries) == 0 {
-			continue
-		}
-		arena, recs, offsets = arena[:0], recs[:0], offsets[:0]
-		for i := range job.entries {
-			offsets = append(offsets, len(arena))
-			arena = appendEntryPayload(arena, &job.entries[i])
-		}
-		offsets = append(offsets, len(arena))
-		for i := range job.entries {
-			recs = append(recs, wal.Record{Type: recordEntry, Key: job.entries[i].Slot, Payload: arena[offsets[i]:offsets[i+1]]})
-		}
-		seq, start := job.seq, job.start
-		// done runs on the WAL writer goroutine; persistDone holds two results per Ready in
-		// flight, so it never blocks the writer.
-		err := n.wal.AppendAsync(recs, func(err error) {
-			d := time.Since(start)
-			n.latency.persist.record(d)
-			n.metrics.persistSeconds.Observe(d.Seconds())
-			n.persistDone <- persistResult{seq: seq, err: err}
-		})
-		if err != nil {
-			n.persistDone <- persistResult{seq: job.seq, err: err}
-		}
+		// persistDone holds two results per Ready in flight: never blocks.
+		n.persistDone <- persistResult{seq: job.seq, err: n.wal.SaveHardState(job.hardState)}
 	}
 }
