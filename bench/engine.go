@@ -269,9 +269,14 @@ func openLoop(ctx context.Context, group []*schedule, tick time.Duration, measur
 		}
 		pending, blocked := false, false
 		wake := sendDeadline
-		for _, s := range group {
+		for i, s := range group {
 			if s.done {
 				continue
+			}
+			if i > 0 {
+				// Sending to the clients before this one took time: what is due, and how
+				// late it is, is reckoned from now.
+				now = time.Now()
 			}
 			if now.Before(s.paused) {
 				pending = true
