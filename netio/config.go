@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/mpaxos/mpaxos/codec"
@@ -70,7 +71,7 @@ type Config struct {
 	// dial plus handshake is abandoned.
 	HandshakeTimeout time.Duration
 
-	// EventLoops is the number of gnet event loops (0 = one per CPU).
+	// EventLoops is the number of gnet event loops (0 = DefaultEventLoops: one per two CPUs).
 	EventLoops int
 	// Features this replica offers (codec.Feature*). A feature is used on a link only if both
 	// ends offer it.
@@ -172,4 +173,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("netio: Config.Limits: %w: %w", err, ErrInvalidConfig)
 	}
 	return nil
+}
+
+// DefaultEventLoops is the number of event loops when Config.EventLoops is 0: one per two
+// CPUs, at least one. The loops share the CPUs with the step loop, the apply stage, the WAL
+// writer and the peer links, and every extra loop is another thread to wake. On the 2-core
+// reference machine (docs/BENCHMARKS.md, session 3) one loop instead of two gave a lower p99
+// at 500k/s open loop in 5 of 7 interleaved pairs (e.g. 4.30 vs 7.85 ms) and more closed-loop
+// throughput (1.31-1.35 M vs 1.18-1.28 M cmds/s).
+func DefaultEventLoops() int {
+	return max(1, runtime.NumCPU()/2)
 }

@@ -117,8 +117,11 @@ func (s *Server) Start() error {
 	s.runDone = make(chan struct{})
 
 	loops := s.cfg.EventLoops
+	if loops == 0 {
+		loops = DefaultEventLoops()
+	}
 	options := []gnet.Option{
-		gnet.WithMulticore(loops == 0),
+		gnet.WithMulticore(loops > 1),
 		gnet.WithNumEventLoop(loops),
 		// SO_REUSEADDR only lets a restarted replica bind over TIME_WAIT sockets; unlike
 		// SO_REUSEPORT it does not let a second live listener share the port.

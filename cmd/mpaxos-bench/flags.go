@@ -48,6 +48,7 @@ type options struct {
 	batchBytesMax    int
 	batchCommandsMax int
 	linger           time.Duration
+	eventLoops       int
 }
 
 // usageError is a command-line mistake: one line on stderr, exit status 2.
@@ -98,6 +99,7 @@ func newFlagSet(o *options, raw *rawFlags) *flag.FlagSet {
 	fs.IntVar(&o.batchBytesMax, "batch-bytes-max", 0, "passed to spawned replicas (0 = their default)")
 	fs.IntVar(&o.batchCommandsMax, "batch-commands-max", 0, "passed to spawned replicas (0 = their default)")
 	fs.DurationVar(&o.linger, "linger", 0, "passed to spawned replicas (0 = their default)")
+	fs.IntVar(&o.eventLoops, "event-loops", 0, "passed to spawned replicas (0 = their default)")
 	return fs
 }
 
@@ -184,8 +186,8 @@ func (o *options) check() error {
 		return usagef("--timeout %v: want > 0", o.timeout)
 	case o.readyTimeout <= 0:
 		return usagef("--ready-timeout %v: want > 0", o.readyTimeout)
-	case o.window < 0 || o.batchBytesMax < 0 || o.batchCommandsMax < 0 || o.linger < 0:
-		return usagef("--window, --batch-bytes-max, --batch-commands-max and --linger must not be negative")
+	case o.window < 0 || o.batchBytesMax < 0 || o.batchCommandsMax < 0 || o.linger < 0 || o.eventLoops < 0:
+		return usagef("--window, --batch-bytes-max, --batch-commands-max, --linger and --event-loops must not be negative")
 	}
 	for _, e := range o.endpoints {
 		if !strings.Contains(e, ":") {
@@ -263,6 +265,9 @@ func (o *options) replicaArgs() []string {
 	}
 	if o.linger > 0 {
 		args = append(args, "--linger", o.linger.String())
+	}
+	if o.eventLoops > 0 {
+		args = append(args, "--event-loops", strconv.Itoa(o.eventLoops))
 	}
 	return args
 }

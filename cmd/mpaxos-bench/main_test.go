@@ -99,12 +99,12 @@ func TestHelpPrintsEveryFlag(t *testing.T) {
 }
 
 func TestParseKeepsPassThroughFlags(t *testing.T) {
-	o, err := parseFlags([]string{"--spawn", "5", "--window", "8", "--batch-bytes-max", "65536", "--linger", "200us",
+	o, err := parseFlags([]string{"--spawn", "5", "--window", "8", "--batch-bytes-max", "65536", "--linger", "200us", "--event-loops", "3",
 		"--endpoints", ""})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(o.replicaArgs(), " "); got != "--window 8 --batch-bytes-max 65536 --linger 200µs" {
+	if got := strings.Join(o.replicaArgs(), " "); got != "--window 8 --batch-bytes-max 65536 --linger 200µs --event-loops 3" {
 		t.Errorf("replica args %q", got)
 	}
 	o, err = parseFlags([]string{"--endpoints", "a:1,b:2", "--admin-endpoints", "2=b:9,3=c:9", "--profile", "heap"})

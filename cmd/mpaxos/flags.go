@@ -39,6 +39,9 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
+// eventLoopsMax bounds --event-loops: each loop is a goroutine with its own poller.
+const eventLoopsMax = 256
+
 const serveUsage = `usage: mpaxos serve --id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT --data DIR --secret S [flags]
 
 Runs one replica. Flags (each also a key of the --config JSON file; flags given on the
@@ -61,6 +64,7 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.cfg.Batching.BatchBytesMax, "batch-bytes-max", d.Batching.BatchBytesMax, "largest batch (slot value) in bytes")
 	fs.IntVar(&o.cfg.Batching.BatchCommandsMax, "batch-commands-max", d.Batching.BatchCommandsMax, "most commands in one batch")
 	fs.DurationVar(&o.cfg.Batching.Linger, "linger", d.Batching.Linger, "close an open batch after this long while the window is full (0: never; batches grow until a slot frees)")
+	fs.IntVar(&o.cfg.Network.EventLoops, "event-loops", d.Network.EventLoops, "network event loops (0: one per two CPUs, at least one)")
 	fs.BoolVar(&o.fsync, "fsync", true, "fsync the write-ahead log (off: acknowledged commands can be lost on a crash)")
 	fs.DurationVar(&o.cfg.TickInterval, "tick", d.TickInterval, "protocol tick")
 	fs.DurationVar(&o.electionTimeout, "election-timeout", time.Duration(d.ElectionTicks)*d.TickInterval,
@@ -174,6 +178,8 @@ func (o *serveOptions) finish(fs *flag.FlagSet, getenv func(string) string) erro
 		return usagef("--linger: %v, must not be negative", o.cfg.Batching.Linger)
 	case o.cfg.TickInterval < time.Millisecond:
 		return usagef("--tick: %v, must be at least 1ms", o.cfg.TickInterval)
+	case o.cfg.Network.EventLoops < 0 || o.cfg.Network.EventLoops > eventLoopsMax:
+		return usagef("--event-loops: %d, want 0 (one per two CPUs) to %d", o.cfg.Network.EventLoops, eventLoopsMax)
 	}
 	o.cfg.ElectionTicks = int((o.electionTimeout + o.cfg.TickInterval - 1) / o.cfg.TickInterval)
 	if o.cfg.ElectionTicks <= 2*o.cfg.HeartbeatTicks {

@@ -456,6 +456,8 @@ func TestBadFlagsExitWithOneClearLine(t *testing.T) {
 		{"no secret", []string{"serve", "--id", "1", "--peers", "1=" + free[0], "--data", dir}, "--secret"},
 		{"no data dir", []string{"serve", "--id", "1", "--peers", "1=" + free[0], "--secret", testSecret}, "--data"},
 		{"tiny election timeout", base("--election-timeout", "20ms"), "--election-timeout"},
+		{"negative event loops", base("--event-loops", "-1"), "--event-loops"},
+		{"too many event loops", base("--event-loops", "100000"), "--event-loops"},
 		{"data dir is a file", base("--data", notADir), notADir},
 		{"port in use", base("--listen", busy.Addr().String()), "cannot listen"},
 		{"admin port in use", base("--admin", busy.Addr().String()), "admin"},
@@ -480,11 +482,12 @@ func TestConfigFileSetsFlagsAndCommandLineWins(t *testing.T) {
 	path := filepath.Join(dir, "c.json")
 	_ = os.WriteFile(path, []byte(`{"id": 2, "peers": {"1": "127.0.0.1:7001", "2": "127.0.0.1:7002"},
 		"data": "/tmp/x", "window": 4, "fsync": false, "linger": "2ms"}`), 0o600)
-	o, err := parseServe([]string{"--config", path, "--window", "6", "--secret", testSecret}, func(string) string { return "" })
+	o, err := parseServe([]string{"--config", path, "--window", "6", "--event-loops", "1", "--secret", testSecret}, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.cfg.ID != 2 || len(o.cfg.Peers) != 2 || o.cfg.Window != 6 || !o.cfg.NoSync || o.cfg.Batching.Linger != 2*time.Millisecond {
+	if o.cfg.ID != 2 || len(o.cfg.Peers) != 2 || o.cfg.Window != 6 || !o.cfg.NoSync || o.cfg.Batching.Linger != 2*time.Millisecond ||
+		o.cfg.Network.EventLoops != 1 {
 		t.Fatalf("config %+v", o.cfg)
 	}
 	o, err = parseServe([]string{"--id", "1", "--peers", "1=127.0.0.1:1", "--data", dir},
