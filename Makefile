@@ -82,7 +82,7 @@ bench-e2e: build
 	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
 		--clients 64 --inflight 64 --payload 1024 --duration 20s --warmup 3s
 	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
-		--clients 16 --inflight 256 --payload 16 --rate 500000 --duration 20s --warmup 3s \
+		--clients 16 --inflight 256 --payload 16 --rate 500000 --duration 20s --warmup 15s \
 		--open-loop-tick 1ms
 	$(BIN)/mpaxos-bench --spawn 3 --fsync=true --mpaxos-bin $(BIN)/mpaxos \
 		--clients 8 --inflight 256 --payload 16 --rate 100000 --duration 20s --warmup 3s
