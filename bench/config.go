@@ -87,9 +87,9 @@ func DefaultConfig() Config {
 // DefaultOpenLoopTick is Config.OpenLoopTick's default. The tick is the generator's
 // client-side linger: a longer one means fewer, larger writes, so less CPU on every process
 // of a shared machine, but a longer wait before each request leaves. Measured on the 2-core
-// reference machine (docs/BENCHMARKS.md, "open-loop tick"): at 100k req/s p50 was lowest at
-// 500 µs (0.74-1.10 ms; 200 µs gave 0.87 ms, 1 ms 1.10 ms); at 500k req/s p99 fell from
-// 6-7 ms at 200 µs to 5.5-6 ms at 500 µs and 4.7-5.4 ms at 1 ms.
+// reference machine (docs/BENCHMARKS.md, session 3, the tick curve): at 100k req/s p50 was
+// lowest at 500 µs (0.74-1.10 ms; 200 µs gave 0.87 ms, 1 ms 1.10-1.12 ms); at 500k req/s
+// p99 was 6.0-6.5 ms at 200 µs, 5.1-8.4 ms at 500 µs and 4.7-5.4 ms at 1 ms.
 const DefaultOpenLoopTick = 500 * time.Microsecond
 
 // Validate reports the first field out of range.
