@@ -179,8 +179,8 @@ func (c *Config) Validate() error {
 // CPUs, at least one. The loops share the CPUs with the step loop, the apply stage, the WAL
 // writer and the peer links, and every extra loop is another thread to wake. On the 2-core
 // reference machine (docs/BENCHMARKS.md, session 3) one loop instead of two gave a lower p99
-// at 500k/s open loop in 5 of 7 interleaved pairs (e.g. 4.30 vs 7.85 ms) and more closed-loop
-// throughput (1.31-1.35 M vs 1.18-1.28 M cmds/s).
+// at 500k/s open loop in 10 of 13 interleaved pairs (e.g. 4.30 vs 7.85 ms) and more
+// closed-loop throughput (1.31-1.38 M vs 1.18-1.29 M cmds/s).
 func DefaultEventLoops() int {
 	return max(1, runtime.NumCPU()/2)
 }
