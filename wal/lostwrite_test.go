@@ -77,20 +77,33 @@ func (l *ledger) verify(w *WAL) error {
 	return nil
 }
 
-// TestCrashKeepsEverySyncedRecord crashes a memFS under concurrent appends again and again:
-// unsynced writes are dropped, torn at a random byte or kept sector by sector, and
-// directory changes not yet synced are forgotten. Every acknowledged record must survive.
-func TestCrashKeepsEverySyncedRecord(t *testing.T) {
+// crashRounds is the harness of the crash tests: rounds times it opens the log on fs (after
+// the previous round's crash), checks every acknowledged record is there, runs four
+// appenders and the test's side worker until a random number of appends in
+// [targetMin, targetMin+targetSpan) is acknowledged, crashes fs under them, and lets
+// afterRound look at the log before it is closed. Then it opens and checks once more and
+// returns the ledger.
+type crashRounds struct {
+	seed                  uint64
+	options               func(fs *memFS) Options
+	targetMin, targetSpan int
+	// side runs beside the appenders; it must return once stop is closed or the log fails.
+	side       func(w *WAL, l *ledger, nextKey *atomic.Uint64, stop <-chan struct{})
+	afterRound func(w *WAL)
+}
+
+func (c crashRounds) run(t *testing.T) *ledger {
+	t.Helper()
 	rounds := 40
 	if testing.Short() {
 		rounds = 10
 	}
-	rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
+	rng := rand.New(rand.NewPCG(c.seed, uint64(time.Now().UnixNano())))
 	fs := newMemFS()
 	l := newLedger()
 	var nextKey atomic.Uint64
 	for round := range rounds {
-		w, err := Open(memOptions(fs, 8192))
+		w, err := Open(c.options(fs))
 		if err != nil {
 			t.Fatalf("round %d: Open after crash: %v", round, err)
 		}
@@ -99,10 +112,47 @@ func TestCrashKeepsEverySyncedRecord(t *testing.T) {
 		}
 		var acknowledgedThisRound atomic.Int64
 		var workers sync.WaitGroup
+		stop := make(chan struct{})
 		for worker := range 4 {
 			workers.Go(func() { appendUntilFailure(w, l, worker, &nextKey, &acknowledgedThisRound) })
 		}
-		workers.Go(func() {
+		workers.Go(func() { c.side(w, l, &nextKey, stop) })
+		target := int64(c.targetMin + rng.IntN(c.targetSpan))
+		for acknowledgedThisRound.Load() < target {
+			time.Sleep(100 * time.Microsecond)
+		}
+		fs = fs.Crash(rng)
+		close(stop)
+		workers.Wait()
+		if c.afterRound != nil {
+			c.afterRound(w)
+		}
+		w.Close()
+	}
+	w, err := Open(c.options(fs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := l.verify(w); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.acknowledged) < rounds {
+		t.Fatalf("only %d records acknowledged in %d rounds", len(l.acknowledged), rounds)
+	}
+	return l
+}
+
+// TestCrashKeepsEverySyncedRecord crashes a memFS under concurrent appends again and again:
+// unsynced writes are dropped, torn at a random byte or kept sector by sector, and
+// directory changes not yet synced are forgotten. Every acknowledged record must survive.
+func TestCrashKeepsEverySyncedRecord(t *testing.T) {
+	crashRounds{
+		seed:      7,
+		options:   func(fs *memFS) Options { return memOptions(fs, 8192) },
+		targetMin: 1, targetSpan: 150,
+		// Hard-state saves beside the appends, until the crash fails them.
+		side: func(w *WAL, l *ledger, _ *atomic.Uint64, _ <-chan struct{}) {
 			for {
 				l.mu.Lock()
 				l.hardStateTried++
@@ -115,26 +165,8 @@ func TestCrashKeepsEverySyncedRecord(t *testing.T) {
 				l.hardStateAcked = max(l.hardStateAcked, n)
 				l.mu.Unlock()
 			}
-		})
-		target := int64(1 + rng.IntN(150))
-		for acknowledgedThisRound.Load() < target {
-			time.Sleep(100 * time.Microsecond)
-		}
-		fs = fs.Crash(rng)
-		workers.Wait()
-		w.Close()
-	}
-	w, err := Open(memOptions(fs, 8192))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := l.verify(w); err != nil {
-		t.Fatal(err)
-	}
-	if len(l.acknowledged) < rounds {
-		t.Fatalf("only %d records acknowledged in %d rounds", len(l.acknowledged), rounds)
-	}
+		},
+	}.run(t)
 }
 
 func appendUntilFailure(w *WAL, l *ledger, worker int, nextKey *atomic.Uint64,

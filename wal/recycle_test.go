@@ -3,11 +3,9 @@ package wal
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -247,35 +245,17 @@ func TestOpenKeepsAtMostRecycledSegmentsMaxSpares(t *testing.T) {
 // a truncation running beside the appenders, so segments are recycled (and crashes hit
 // renames into the pool, the reuse of spares and writes over a previous life).
 func TestCrashWithRecycledSegmentsKeepsEverySyncedRecord(t *testing.T) {
-	rounds := 40
-	if testing.Short() {
-		rounds = 10
-	}
-	rng := rand.New(rand.NewPCG(11, uint64(time.Now().UnixNano())))
-	fs := newMemFS()
-	l := newLedger()
-	var nextKey atomic.Uint64
-	options := func() Options {
-		o := memOptions(fs, 8192)
-		o.RecycledSegmentsMax = 2
-		return o
-	}
 	recycled := uint64(0)
-	for round := range rounds {
-		w, err := Open(options())
-		if err != nil {
-			t.Fatalf("round %d: Open after crash: %v", round, err)
-		}
-		if err := l.verify(w); err != nil {
-			t.Fatalf("round %d: %v", round, err)
-		}
-		var acknowledgedThisRound atomic.Int64
-		var workers sync.WaitGroup
-		stop := make(chan struct{})
-		for worker := range 4 {
-			workers.Go(func() { appendUntilFailure(w, l, worker, &nextKey, &acknowledgedThisRound) })
-		}
-		workers.Go(func() {
+	crashRounds{
+		seed: 11,
+		options: func(fs *memFS) Options {
+			o := memOptions(fs, 8192)
+			o.RecycledSegmentsMax = 2
+			return o
+		},
+		targetMin: 100, targetSpan: 400,
+		// Truncation 100 keys behind the appenders, so segments retire into the pool.
+		side: func(w *WAL, l *ledger, nextKey *atomic.Uint64, stop <-chan struct{}) {
 			for {
 				select {
 				case <-stop:
@@ -294,25 +274,9 @@ func TestCrashWithRecycledSegmentsKeepsEverySyncedRecord(t *testing.T) {
 					return
 				}
 			}
-		})
-		target := int64(100 + rng.IntN(400))
-		for acknowledgedThisRound.Load() < target {
-			time.Sleep(100 * time.Microsecond)
-		}
-		fs = fs.Crash(rng)
-		close(stop)
-		workers.Wait()
-		recycled += w.Stats().SegmentsRecycled
-		w.Close()
-	}
-	w, err := Open(options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := l.verify(w); err != nil {
-		t.Fatal(err)
-	}
+		},
+		afterRound: func(w *WAL) { recycled += w.Stats().SegmentsRecycled },
+	}.run(t)
 	if recycled == 0 {
 		t.Fatal("no rotation reused a spare: the test did not exercise recycling")
 	}
