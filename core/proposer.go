@@ -81,15 +81,25 @@ func (r *Replica) recoverEntry(e codec.Entry) {
 	r.phase1.recoveredEnd = max(r.phase1.recoveredEnd, e.Slot+1)
 }
 
-// maybeBecomeLeader finishes phase 1 once a majority promised: every slot from our commit
-// point to the highest reported is proposed again in our ballot, with the value of the
-// highest ballot reported for it, or a no-op where none was.
+// maybeBecomeLeader finishes phase 1 once a majority promised, our own durable promise
+// among them: every slot from our commit point to the highest reported is proposed again in
+// our ballot, with the value of the highest ballot reported for it, or a no-op where none was.
+//
+// Our own promise must be durable before we lead, even when the peers' promises alone are a
+// majority: a ballot is used at most once, ever. Leading on peer promises alone, a crash
+// before our promise reaches the disk would restart us below our ballot; we would campaign in
+// the same ballot again and propose a second value at a slot where an acceptor already holds
+// the first one in that ballot (it takes the second Accept for a retransmission), so two
+// replicas would apply different values at one slot. Once the promise is durable, a restart
+// recovers it and the next campaign picks a higher round. The Prepares still leave at once,
+// so the own fsync runs in parallel with the peers' and costs no extra round trip.
 func (r *Replica) maybeBecomeLeader() {
-	if r.phase1.count < r.quorum {
+	if r.phase1.count < r.quorum || !r.phase1.selfCounted {
 		return
 	}
-	if r.promised != r.ballot || !r.phase1.selfCounted && r.quorum > len(r.others) {
-		panic(fmt.Sprintf("core: replica %d: phase 1 of %v done with promised %v", r.id, r.ballot, r.promised))
+	if r.promised != r.ballot || r.durablePromised != r.ballot {
+		panic(fmt.Sprintf("core: replica %d: phase 1 of %v done with promised %v, durable %v",
+			r.id, r.ballot, r.promised, r.durablePromised))
 	}
 	r.role, r.leader = roleLeader, r.id
 	r.next = max(r.commit, r.phase1.recoveredEnd)
