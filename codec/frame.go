@@ -72,12 +72,16 @@ func (t MsgType) String() string {
 		return "CatchUpReply"
 	case TypeSnapshotChunk:
 		return "SnapshotChunk"
+	case TypePreVote:
+		return "PreVote"
+	case TypePreVoteReply:
+		return "PreVoteReply"
 	}
 	return "MsgType(" + strconv.Itoa(int(t)) + ")"
 }
 
 // IsPeer reports whether t is carried by Message (peer-to-peer protocol traffic).
-func (t MsgType) IsPeer() bool { return t >= TypePrepare && t <= TypeSnapshotChunk }
+func (t MsgType) IsPeer() bool { return t >= TypePrepare && t <= TypePreVoteReply }
 
 // Known reports whether t is a frame type of this version.
 func (t MsgType) Known() bool {

@@ -39,6 +39,10 @@ func TestGoldenFrames(t *testing.T) {
 			Slot: 100, Commit: 99, Values: [][]byte{batch, nil}}),
 			"4e000000 01 16 00 00  01000000 02000000  0500000000000000 01000000  6400000000000000 6300000000000000" +
 				" 02000000 1e000000 02020000002a0000000000000007020268692b00000000000000ac020000 00000000"},
+		{"PreVote", AppendMessage(nil, &Message{Type: TypePreVote, From: 1, To: 2, Ballot: Ballot{Round: 6, Replica: 1}, Slot: 100}),
+			"1c000000 01 1e 00 00  01000000 02000000  0600000000000000 01000000  6400000000000000"},
+		{"PreVoteReply", AppendMessage(nil, &Message{Type: TypePreVoteReply, From: 2, To: 1, Ballot: Ballot{Round: 6, Replica: 1}, Count: 1}),
+			"1c000000 01 1f 00 00  02000000 01000000  0600000000000000 01000000  0100000000000000"},
 		{"Challenge", AppendChallenge(nil, &Challenge{Version: 1, ClusterID: 9}),
 			"2a000000 01 01 00 00  0100 0900000000000000" + strings.Repeat("00", NonceSize)},
 	}

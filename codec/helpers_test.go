@@ -10,6 +10,7 @@ import (
 var peerTypes = []MsgType{
 	TypePrepare, TypePromise, TypeAccept, TypeAccepted, TypeNack, TypeHeartbeat,
 	TypeHeartbeatReply, TypeCatchUpRequest, TypeCatchUpReply, TypeSnapshotChunk,
+	TypePreVote, TypePreVoteReply,
 }
 
 // randUint64 favours edge values, since bugs live at 0 and at the top of the range.
@@ -128,6 +129,8 @@ func randMessage(r *rand.Rand, t MsgType) Message {
 			}
 			m.Entries = append(m.Entries, Entry{Slot: slot, Ballot: b, Value: randValue(r)})
 		}
+	case TypePreVoteReply:
+		m.Count = uint64(r.IntN(2))
 	case TypeSnapshotChunk:
 		m.Data = randBytes(r, 300)
 		m.Offset = uint64(r.IntN(1 << 20))

@@ -33,6 +33,8 @@ var peerFields = [...]uint16{
 	TypeCatchUpRequest - TypePrepare: fieldSlot | fieldCount,
 	TypeCatchUpReply - TypePrepare:   fieldSlot | fieldCommit | fieldCount | fieldValues,
 	TypeSnapshotChunk - TypePrepare:  fieldSlot | fieldSnapshot | fieldData,
+	TypePreVote - TypePrepare:        fieldBallot | fieldSlot,
+	TypePreVoteReply - TypePrepare:   fieldBallot | fieldCount,
 }
 
 // Smallest encodings of one element, used to bound counts by the bytes that remain before
@@ -220,7 +222,7 @@ func checkMessage(r *reader, m *Message) error {
 	switch m.Type {
 	// Not Nack: a replica that never promised (say, one restored from a snapshot) refuses with
 	// its zero promise.
-	case TypePrepare, TypePromise, TypeAccept, TypeAccepted, TypeHeartbeat:
+	case TypePrepare, TypePromise, TypeAccept, TypeAccepted, TypeHeartbeat, TypePreVote, TypePreVoteReply:
 		if m.Ballot.IsZero() {
 			r.corrupt("ballot is zero")
 		}
@@ -238,6 +240,10 @@ func checkMessage(r *reader, m *Message) error {
 		}
 	case TypePromise:
 		checkEntries(r, m)
+	case TypePreVoteReply:
+		if m.Count > 1 {
+			r.corrupt("count %d is neither 0 (refused) nor 1 (granted)", m.Count)
+		}
 	case TypeSnapshotChunk:
 		if m.Offset > m.Total || uint64(len(m.Data)) > m.Total-m.Offset {
 			r.corrupt("offset %d + %d data bytes exceeds total %d", m.Offset, len(m.Data), m.Total)

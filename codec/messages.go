@@ -55,6 +55,12 @@ const (
 	TypeCatchUpRequest MsgType = 27
 	TypeCatchUpReply   MsgType = 28
 	TypeSnapshotChunk  MsgType = 29
+	// Pre-vote (added in protocol revision 2 of the peer types; frame Version unchanged): a
+	// follower whose election timer fired asks whether its peers still hear a leader before it
+	// raises any ballot, so a replica cut off for a while cannot depose a healthy leader when
+	// it comes back.
+	TypePreVote      MsgType = 30
+	TypePreVoteReply MsgType = 31
 )
 
 // Role says what kind of party opened a connection.
@@ -211,6 +217,10 @@ type Entry struct {
 //	                commit point; Count = 0, or the snapshot slot if Slot is below compaction
 //	SnapshotChunk:  Slot = the snapshot covers every slot < Slot; Offset, Total, Checksum
 //	                (CRC-32C of the whole snapshot), Data = this chunk's bytes
+//	PreVote:        Ballot = the ballot the sender would campaign in (its Replica is the
+//	                sender); Slot = the sender's commit point. Changes nothing at the receiver.
+//	PreVoteReply:   Ballot = the PreVote's Ballot (echoed); Count = 1 granted (the sender heard
+//	                no live leader for an election timeout), 0 refused
 //
 // Every []byte decoded from a frame aliases the frame buffer: copy before the buffer is reused.
 type Message struct {
