@@ -184,6 +184,7 @@ func (r *Replica) Advance(rd Ready) {
 		panic(fmt.Sprintf("core: replica %d: Advance without an outstanding Ready", r.id))
 	}
 	r.readyOut--
+	r.syncWaitTicks = 0 // the disk moves
 	for _, e := range rd.Entries {
 		if st := r.log[e.Slot]; st != nil && st.ballot == e.Ballot {
 			st.durable = e.Ballot

@@ -7,15 +7,18 @@ import (
 	"github.com/mpaxos/mpaxos/codec"
 )
 
-// Campaign starts phase 1 now in a ballot above every ballot this replica has seen. Phase 1
-// covers every slot from this replica's commit point. Our own promise counts once the Ready
-// that saves it is advanced.
+// Campaign starts phase 1 now (skipping pre-vote) in a ballot above every ballot this replica
+// has seen. Phase 1 covers every slot from this replica's commit point. Our own promise counts
+// once the Ready that saves it is advanced. A replica that has seen a ballot at roundMax does
+// not campaign (it could not go higher without wrapping).
 func (r *Replica) Campaign() {
-	round := max(r.promised.Round, r.highestSeen.Round) + 1
-	b := codec.Ballot{Round: round, Replica: r.id}
+	b, ok := r.nextBallot()
+	if !ok {
+		return
+	}
 	r.promise(b)
 	r.role, r.ballot, r.leader = roleCandidate, b, 0
-	r.progress = nil
+	r.progress, r.preVote = nil, preVoteState{}
 	r.phase1 = phase1State{
 		from:      r.commit,
 		promised:  make([]bool, len(r.others)),
@@ -118,6 +121,7 @@ func (r *Replica) maybeBecomeLeader() {
 		r.progress[i] = peerProgress{id: id, ackNext: r.commit, sendNext: r.commit}
 	}
 	r.selfAckNext = r.commit
+	r.quorumElapsed = 0
 	r.flushNeeded = true
 	r.broadcastHeartbeat()
 }
@@ -180,6 +184,7 @@ func (r *Replica) recordAck(from uint32, last uint64) {
 		return // cannot be: nothing at or above next was proposed in our ballot
 	}
 	pr := &r.progress[slices.Index(r.others, from)]
+	pr.heard = true
 	if last+1 <= pr.ackNext {
 		return // stale or duplicate
 	}
@@ -193,6 +198,7 @@ func (r *Replica) onHeartbeatReply(m *codec.Message) {
 	if r.role != roleLeader {
 		return
 	}
+	r.progress[slices.Index(r.others, m.From)].heard = true
 	if m.Commit > r.commit {
 		// The peer chose slots we re-proposed but it can no longer acknowledge (dropped from
 		// its memory): fetch them instead.
@@ -233,16 +239,19 @@ func (r *Replica) maybeCommit() {
 
 // onNack: a peer promised a higher ballot (or needs us to catch up first).
 func (r *Replica) onNack(m *codec.Message) {
-	r.stepDownIfPreempted(m.Ballot)
+	if r.role != rolePreCandidate { // a pre-vote raises no ballot a Nack could answer
+		r.stepDownIfPreempted(m.Ballot)
+	}
 	if m.Slot > r.commit {
 		r.requestCatchUp(m.From)
 	}
 }
 
-// stepDownIfPreempted makes a candidate or leader a follower once a higher ballot exists.
-// The randomised election timeout that follows is the backoff that ends duels.
+// stepDownIfPreempted makes a candidate or leader a follower once a higher ballot exists, and
+// a pre-candidate a follower once a leader or candidate it accepts shows up. The randomised
+// election timeout that follows is the backoff that ends duels.
 func (r *Replica) stepDownIfPreempted(b codec.Ballot) {
-	if r.role == roleFollower || !r.ballot.Less(b) {
+	if r.role == roleFollower || r.role != rolePreCandidate && !r.ballot.Less(b) {
 		return
 	}
 	r.stepDown()
@@ -250,13 +259,23 @@ func (r *Replica) stepDownIfPreempted(b codec.Ballot) {
 
 func (r *Replica) stepDown() {
 	r.role, r.leader = roleFollower, 0
-	r.progress, r.phase1 = nil, phase1State{}
+	r.progress, r.phase1, r.preVote = nil, phase1State{}, preVoteState{}
 	r.inflightSum = 0
 	r.resetElectionTimer()
 }
 
 // tickLeader sends heartbeats and retransmits Accepts a peer has not acknowledged.
 func (r *Replica) tickLeader() {
+	if r.diskStalled() {
+		r.stepDown() // our votes cannot count: let a replica with a working disk lead
+		return
+	}
+	r.quorumElapsed++
+	if r.quorumElapsed >= r.cfg.ElectionTicks {
+		if r.checkQuorum(); r.role != roleLeader {
+			return
+		}
+	}
 	r.heartbeatElapsed++
 	if r.heartbeatElapsed >= r.cfg.HeartbeatTicks {
 		r.broadcastHeartbeat()

@@ -10,13 +10,14 @@ import (
 type role uint8
 
 const (
-	roleFollower  role = iota // acceptor and learner only
-	roleCandidate             // running phase 1 in r.ballot
-	roleLeader                // phase 1 done for r.ballot; running phase 2
+	roleFollower     role = iota // acceptor and learner only
+	rolePreCandidate             // asking peers whether a leader is alive; no ballot raised
+	roleCandidate                // running phase 1 in r.ballot
+	roleLeader                   // phase 1 done for r.ballot; running phase 2
 )
 
 func (ro role) String() string {
-	return [...]string{"follower", "candidate", "leader"}[ro]
+	return [...]string{"follower", "pre-candidate", "candidate", "leader"}[ro]
 }
 
 // slotState is one slot of the in-memory log.
@@ -39,6 +40,9 @@ type peerProgress struct {
 	// sendNext: Accepts for slots below sendNext were sent; reset to ackNext on retransmit.
 	sendNext  uint64
 	idleTicks int // ticks without ack progress while slots are outstanding
+	// heard: the peer answered us (Accepted or HeartbeatReply) since the last check-quorum
+	// round; a leader that hears fewer than a majority in a round steps down.
+	heard bool
 }
 
 // Replica is defined in api.go's contract; the fields are grouped by Paxos role.
@@ -76,6 +80,7 @@ type Replica struct {
 	ballot      codec.Ballot // the ballot of our campaign or leadership (zero if never)
 	highestSeen codec.Ballot // highest ballot seen in any message; a new ballot exceeds it
 	phase1      phase1State  // valid while role == roleCandidate
+	preVote     preVoteState // valid while role == rolePreCandidate
 	next        uint64       // leader: next slot Propose uses; commit <= next
 	inflightSum int          // leader: bytes of values in [commit, next)
 	progress    []peerProgress
@@ -86,6 +91,11 @@ type Replica struct {
 	electionElapsed  int
 	electionTimeout  int // randomised in [ElectionTicks, 2*ElectionTicks)
 	heartbeatElapsed int
+	quorumElapsed    int // leader: ticks into the current check-quorum round
+	// syncWaitTicks: ticks since the last Advance while some Ready is outstanding. A disk
+	// that does not return an fsync for ElectionTicks makes a leader step down and keeps this
+	// replica from campaigning on its own timer (it could never count its own promise).
+	syncWaitTicks int
 
 	// Output awaiting Ready.
 	unstable       []codec.Entry
@@ -192,7 +202,8 @@ func (r *Replica) Step(m codec.Message) error {
 	if err := r.validate(&m); err != nil {
 		return err
 	}
-	if r.highestSeen.Less(m.Ballot) && m.Ballot != ChosenBallot {
+	if r.highestSeen.Less(m.Ballot) && m.Ballot != ChosenBallot &&
+		m.Type != codec.TypePreVote && m.Type != codec.TypePreVoteReply { // pre-votes raise nothing
 		r.highestSeen = m.Ballot
 	}
 	switch m.Type {
@@ -216,6 +227,10 @@ func (r *Replica) Step(m codec.Message) error {
 		r.onCatchUpReply(&m)
 	case codec.TypeSnapshotChunk:
 		r.onSnapshotChunk(&m)
+	case codec.TypePreVote:
+		r.onPreVote(&m)
+	case codec.TypePreVoteReply:
+		r.onPreVoteReply(&m)
 	}
 	r.assertInvariants()
 	return nil
@@ -232,9 +247,13 @@ func (r *Replica) validate(m *codec.Message) error {
 		return bad("sender %d is not another member of %v", m.From, r.cfg.Peers)
 	}
 	switch m.Type {
-	case codec.TypePrepare, codec.TypeAccept, codec.TypeHeartbeat:
+	case codec.TypePrepare, codec.TypeAccept, codec.TypeHeartbeat, codec.TypePreVote:
 		if m.Ballot.Replica != m.From || m.Ballot.Round == 0 || m.Ballot == ChosenBallot {
 			return bad("ballot %v is not a ballot of the sender", m.Ballot)
+		}
+	case codec.TypePreVoteReply:
+		if m.Ballot.Replica != r.id || m.Count > 1 {
+			return bad("ballot %v, count %d: not a reply to a pre-vote of ours", m.Ballot, m.Count)
 		}
 	case codec.TypePromise, codec.TypeAccepted, codec.TypeNack, codec.TypeHeartbeatReply,
 		codec.TypeCatchUpRequest, codec.TypeCatchUpReply, codec.TypeSnapshotChunk:
@@ -261,13 +280,17 @@ func (r *Replica) validate(m *codec.Message) error {
 	return nil
 }
 
-// Tick advances logical time by one unit: election timeouts, heartbeats, retransmits.
+// Tick advances logical time by one unit: election timeouts, heartbeats, retransmits,
+// check-quorum and the disk-stall watch.
 func (r *Replica) Tick() {
 	if r.catchUp.inflight {
 		r.catchUp.ticks++
 		if r.catchUp.ticks >= r.cfg.RetransmitTicks {
 			r.catchUp.inflight = false // the request or its reply was lost: allow another
 		}
+	}
+	if r.readyOut > 0 {
+		r.syncWaitTicks++
 	}
 	switch r.role {
 	case roleLeader:
@@ -278,10 +301,10 @@ func (r *Replica) Tick() {
 			r.broadcastPrepare()
 		}
 		fallthrough
-	case roleFollower:
+	case roleFollower, rolePreCandidate:
 		r.electionElapsed++
 		if r.electionElapsed >= r.electionTimeout {
-			r.Campaign()
+			r.timeoutElection()
 		}
 	}
 }
