@@ -158,6 +158,10 @@ func New(cfg Config, p Persisted, s Storage) (*Replica, error) {
 }
 
 func (r *Replica) restore(p Persisted) error {
+	if p.HardState.Promised.Round > roundMax {
+		return fmt.Errorf("core: persisted promise %v is above the highest usable round %d: "+
+			"the hard state is corrupt or was written by a forged message; refusing to start", p.HardState.Promised, uint64(roundMax))
+	}
 	r.promised = p.HardState.Promised
 	r.snapshotSlot = p.SnapshotSlot
 	r.logStart = p.SnapshotSlot
@@ -165,6 +169,10 @@ func (r *Replica) restore(p Persisted) error {
 	for _, e := range p.Entries {
 		if e.Ballot.IsZero() {
 			return fmt.Errorf("core: persisted entry for slot %d has the zero ballot", e.Slot)
+		}
+		if e.Ballot.Round > roundMax && e.Ballot != ChosenBallot {
+			return fmt.Errorf("core: persisted entry for slot %d has ballot %v, above the highest usable round %d; refusing to start",
+				e.Slot, e.Ballot, uint64(roundMax))
 		}
 		if e.Ballot != ChosenBallot && r.promised.Less(e.Ballot) {
 			r.promised = e.Ballot
@@ -246,6 +254,9 @@ func (r *Replica) validate(m *codec.Message) error {
 	if m.From == r.id || !slices.Contains(r.others, m.From) {
 		return bad("sender %d is not another member of %v", m.From, r.cfg.Peers)
 	}
+	if m.Ballot.Round > roundMax && m.Ballot != ChosenBallot {
+		return bad("ballot round %d is above the highest usable round %d", m.Ballot.Round, uint64(roundMax))
+	}
 	switch m.Type {
 	case codec.TypePrepare, codec.TypeAccept, codec.TypeHeartbeat, codec.TypePreVote:
 		if m.Ballot.Replica != m.From || m.Ballot.Round == 0 || m.Ballot == ChosenBallot {
@@ -273,7 +284,8 @@ func (r *Replica) validate(m *codec.Message) error {
 		if len(e.Value) > r.cfg.ValueBytesMax {
 			return bad("entry for slot %d is %d bytes, over ValueBytesMax %d", e.Slot, len(e.Value), r.cfg.ValueBytesMax)
 		}
-		if e.Ballot.IsZero() || (m.Ballot.Less(e.Ballot) && e.Ballot != ChosenBallot) {
+		if e.Ballot.IsZero() || (m.Ballot.Less(e.Ballot) && e.Ballot != ChosenBallot) ||
+			e.Ballot.Round > roundMax && e.Ballot != ChosenBallot {
 			return bad("entry for slot %d has ballot %v, not in (0, %v]", e.Slot, e.Ballot, m.Ballot)
 		}
 	}

@@ -268,3 +268,32 @@ func TestDuellingProposersConverge(t *testing.T) {
 		}
 	}
 }
+
+// Issue 15's first defect: one Prepare with round 2^64-1 crashed every replica (the next
+// campaign wrapped to round 0). A ballot above the usable range is refused on the wire, and a
+// hard state holding one is refused at start with an error instead of a crash loop.
+func TestHugeBallotIsRefusedNotWrapped(t *testing.T) {
+	c := newTestCluster(t, 3)
+	r := c.nodes[1].r
+	for _, b := range []codec.Ballot{ballot(1<<64-1, 2), ballot(1<<63, 2)} {
+		err := r.Step(codec.Message{Type: codec.TypePrepare, From: 2, To: 1, Ballot: b})
+		if !errors.Is(err, ErrInvalidMessage) {
+			t.Fatalf("Prepare in %v: %v, want ErrInvalidMessage", b, err)
+		}
+	}
+	// The highest usable round is promised, and a campaign then refuses to wrap.
+	if err := r.Step(codec.Message{Type: codec.TypePrepare, From: 2, To: 1, Ballot: ballot(roundMax, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	r.Campaign()
+	for range 100 {
+		r.Tick()
+	}
+	if st := r.Status(); st.Promised != ballot(roundMax, 2) || st.IsLeader {
+		t.Fatalf("after campaigning at the top: %+v", st)
+	}
+	_, err := New(testConfig(1, []uint32{1, 2, 3}), Persisted{HardState: HardState{Promised: ballot(1<<64-1, 3)}}, nil)
+	if err == nil || !containsWord(err.Error(), "refusing to start") {
+		t.Fatalf("a hard state above the usable rounds: %v", err)
+	}
+}
