@@ -42,8 +42,10 @@ run: build
 test: deps lint test-pure test-race test-chaos
 	@echo "make test: all green"
 
+# core's expensive assertions (core/invariants.go) are on for the pure packages: every
+# transcript, simulator seed and explorer state is checked against them.
 test-pure:
-	$(GO) test -count=1 -timeout 10m $(PURE_PKGS)
+	$(GO) test -count=1 -timeout 10m -tags invariants $(PURE_PKGS)
 
 test-race:
 	$(GO) test -count=1 -race -timeout 12m $(RACE_PKGS)

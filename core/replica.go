@@ -409,4 +409,5 @@ func (r *Replica) assertInvariants() {
 		panic(fmt.Sprintf("core: replica %d: leader in %v with next %d, commit %d, promised %v",
 			r.id, r.ballot, r.next, r.commit, r.promised))
 	}
+	r.assertDeepInvariants()
 }

@@ -1,0 +1,6 @@
+//go:build invariants
+
+package core
+
+// invariantsOn turns on the expensive assertions (assertDeepInvariants): go test -tags invariants.
+const invariantsOn = true
