@@ -50,11 +50,30 @@
 // An acceptor refuses a Prepare from below its in-memory log (it could not report those
 // slots); the candidate catches up first.
 //
+// A ballot is used at most once, ever: a candidate leads only once its own promise of its
+// ballot is durable, even when the peers' promises alone are a majority. Otherwise a crash
+// before that promise reached the disk would let it campaign in the same ballot in its next
+// life and propose a second value where an acceptor already holds the first one in that
+// ballot (issue 14; testdata/ballot_reuse_after_crash.txt).
+//
 // Liveness: a leader heartbeats every HeartbeatTicks; a follower that hears no leader for a
-// random timeout in [ElectionTicks, 2*ElectionTicks) campaigns; a preempted proposer steps
-// down and waits a fresh random timeout, which ends duels. Unacknowledged Accepts and Prepares
-// are retransmitted after RetransmitTicks; a lost Accepted is recovered by the next
-// HeartbeatReply (a cumulative ack when its Ballot is set).
+// random timeout in [ElectionTicks, 2*ElectionTicks) first asks for pre-votes (PreVote: no
+// ballot is raised; a peer grants unless it leads or heard a leader within ElectionTicks) and
+// campaigns only with a majority of grants, so a replica that was cut off cannot depose a
+// healthy leader when it returns; a preempted proposer steps down and waits a fresh random
+// timeout, which ends duels. A leader that heard no Accepted or HeartbeatReply from a majority
+// within a round of ElectionTicks steps down (check-quorum: a one-way partition does not stall
+// the cluster), and so does a leader whose oldest outstanding Ready has not been advanced for
+// ElectionTicks (its disk stalled); a replica with a stalled disk does not campaign on its own
+// timer. Unacknowledged Accepts and Prepares are retransmitted after RetransmitTicks; a lost
+// Accepted is recovered by the next HeartbeatReply (a cumulative ack when its Ballot is set).
+// Ballots from the wire above round 2^63-1 are refused, so ballot arithmetic never wraps.
+//
+// # Testing
+//
+// Transcripts in testdata/*.txt script multi-step scenarios (go test -run TestTranscripts
+// -rewrite regenerates them). Building with -tags invariants turns on the expensive
+// assertions of invariants.go after every input; make test runs core and the simulator so.
 //
 // # Snapshots (minimal)
 //
