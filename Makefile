@@ -24,7 +24,7 @@ DURATION  ?= 10m
 RUN_ARGS  ?= --clients 64 --inflight 64 --payload 16 --duration 10s --warmup 2s
 
 .PHONY: all deps build run test test-pure test-race test-chaos lint fmt vet fuzz fuzz-long bench bench-e2e \
-        bench-rtt sim-long chaos-long profile clean
+        bench-rtt sim-long chaos-long planted profile clean
 
 all: build
 
@@ -97,6 +97,11 @@ bench-rtt: deps
 # The deterministic simulator over many more seeds than make test runs.
 sim-long:
 	$(GO) test -count=1 -timeout 0 ./core/sim -run 'TestSimLong' -seeds $(SEEDS)
+
+# Plants each bug of tests/planted in core (go -overlay; the tree is not edited) and runs the
+# transcripts, the simulator and the explorer against it: every one must be caught.
+planted:
+	MPAXOS_PLANTED=1 $(GO) test -count=1 -timeout 0 -v ./tests/planted
 
 # Fault tests on real processes for as long as asked (DURATION=1h).
 chaos-long: deps build
