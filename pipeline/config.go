@@ -88,6 +88,9 @@ type Config struct {
 	// WALSegmentBytes / WALQueueBytesMax: see wal.Options.
 	WALSegmentBytes  int64
 	WALQueueBytesMax int
+	// WALFS is the WAL's file system (wal.Options.FS); nil is the operating system's.
+	// mpaxos serve sets it only for its fault hook, --fault-disk-stall-file (wal.StallFS).
+	WALFS wal.FS
 
 	// Network holds netio's limits. Its identity fields (ListenAddr, ReplicaID, ClusterID,
 	// Secret, Peers, Logger) are filled in from the fields above.
@@ -325,5 +328,6 @@ func (c *Config) walOptions(logger *slog.Logger) wal.Options {
 	o.QueueBytesMax = c.WALQueueBytesMax
 	o.NoSync = c.NoSync
 	o.Logger = logger
+	o.FS = c.WALFS
 	return o
 }

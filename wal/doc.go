@@ -154,4 +154,15 @@
 // middle segment could bring back a record that a removed newer one superseded, as well as
 // hide a missing segment from the continuity check. The newest removed segments are renamed
 // to spares while fewer than Options.RecycledSegmentsMax exist; the others are deleted.
+//
+// # Fault hook
+//
+// StallFS (stall.go) wraps an FS for tests of real processes: while the file at its control
+// path exists, every File.Sync and SyncDir waits (polling every few milliseconds) before it
+// starts, as on a disk that stopped completing writes. Writes still reach the page cache and
+// reads still work; everything that waits for durability — Append, AppendAsync, SaveHardState,
+// segment rotation, and Open's own recovery — waits with it, and goes on once the file is
+// removed. It changes nothing on disk, so recovery is unaffected. Nothing installs it by
+// default: mpaxos serve wraps its WAL in it only when started with --fault-disk-stall-file
+// PATH, and a control path that cannot be examined counts as absent, so the hook fails open.
 package wal

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mpaxos/mpaxos/pipeline"
+	"github.com/mpaxos/mpaxos/wal"
 )
 
 // serveOptions are the flags of `mpaxos serve`.
@@ -28,6 +29,8 @@ type serveOptions struct {
 	peers           string
 	electionTimeout time.Duration
 	logLevel        string
+	// faultDiskStallFile arms the WAL's fault hook (wal.StallFS); "" leaves it out.
+	faultDiskStallFile string
 }
 
 // usageError is a command-line mistake: reported in one line, exit status 2.
@@ -71,6 +74,8 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 		"a follower campaigns after hearing no leader for a random time in [T, 2T)")
 	fs.StringVar(&o.configFile, "config", "", "JSON file with any of these flags as keys")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.faultDiskStallFile, "fault-disk-stall-file", "",
+		"fault hook for tests: while this file exists, the write-ahead log's fsyncs wait, as on a stalled disk (default: no hook)")
 	return fs
 }
 
@@ -191,6 +196,9 @@ func (o *serveOptions) finish(fs *flag.FlagSet, getenv func(string) string) erro
 		return usagef("--log-level: %q is not debug, info, warn or error", o.logLevel)
 	}
 	o.cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if o.faultDiskStallFile != "" {
+		o.cfg.WALFS = wal.NewStallFS(wal.OSFS(), o.faultDiskStallFile, o.cfg.Logger)
+	}
 	if err := o.cfg.Validate(); err != nil {
 		return usagef("%s", flagNames(err.Error()))
 	}

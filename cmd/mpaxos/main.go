@@ -64,6 +64,9 @@ func serve(args []string) int {
 	if !o.fsync {
 		fmt.Fprintln(os.Stderr, "mpaxos: warning: --fsync=false: acknowledged commands can be lost if the machine crashes")
 	}
+	if o.faultDiskStallFile != "" {
+		fmt.Fprintf(os.Stderr, "mpaxos: warning: fault hook armed: the write-ahead log's fsyncs wait while %s exists\n", o.faultDiskStallFile)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	node, err := pipeline.Start(o.cfg)

@@ -49,6 +49,9 @@ type Config struct {
 	CommandPrefix func(id int) []string
 	// Args are extra flags for `mpaxos serve` (e.g. --fsync=false, --window 8).
 	Args []string
+	// FaultHooks starts every replica with its disk-stall hook armed (--fault-disk-stall-file
+	// Node.DiskStallFile), so StallDisk and ReleaseDisk can switch it (diskstall.go).
+	FaultHooks bool
 
 	ReadyTimeout time.Duration // default 30 s
 	StopTimeout  time.Duration // how long Kill waits for the exit; default 10 s
@@ -114,6 +117,9 @@ type Node struct {
 	AdminAddr  string // pprof, metrics
 	DataDir    string
 	LogPath    string
+	// DiskStallFile is the control file of the replica's disk-stall hook: while it exists
+	// the replica's WAL fsyncs wait. "" without Config.FaultHooks.
+	DiskStallFile string
 
 	mu     sync.Mutex
 	state  State
@@ -175,6 +181,10 @@ func New(cfg Config) (*Cluster, error) {
 		}
 		if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
 			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		if cfg.FaultHooks {
+			// Beside the data directory, not in it: Wipe must not release a stalled disk.
+			n.DiskStallFile = filepath.Join(cfg.BaseDir, "data", fmt.Sprintf("%d.disk-stall", id))
 		}
 		c.nodes = append(c.nodes, n)
 	}
@@ -278,6 +288,9 @@ func (c *Cluster) args(n *Node) []string {
 		"--admin", n.AdminAddr,
 		"--data", n.DataDir,
 		"--cluster-id", strconv.FormatUint(c.cfg.ClusterID, 10),
+	}
+	if n.DiskStallFile != "" {
+		args = append(args, "--fault-disk-stall-file", n.DiskStallFile)
 	}
 	return append(args, c.cfg.Args...)
 }

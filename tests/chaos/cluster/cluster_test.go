@@ -36,7 +36,11 @@ func fakeServe(args []string) {
 	fs.String("peers", "", "")
 	fs.String("admin", "", "")
 	fs.String("cluster-id", "", "")
+	stallFile := fs.String("fault-disk-stall-file", "", "")
 	fs.Parse(args[1:])
+	if *stallFile != "" {
+		os.WriteFile(filepath.Join(*data, "stall-hook"), []byte(*stallFile), 0o644)
+	}
 	if _, err := os.Stat(filepath.Join(*data, "REFUSE")); err == nil {
 		fmt.Fprintf(os.Stderr, "mpaxos: replica %d: wal: corrupt log in %s\n", *id, *data)
 		os.Exit(1)

@@ -7,7 +7,11 @@
 // data directory, Wipe its data, and damage its write-ahead log the two ways a disk can
 // (walfault.go): TearWAL leaves a torn final batch, as a crash during a write does, which
 // recovery must cut; CorruptWAL flips bytes inside a batch that a later batch vouches for,
-// which recovery must refuse with an error naming the file and offset.
+// which recovery must refuse with an error naming the file and offset. With
+// Config.FaultHooks every replica is started with --fault-disk-stall-file Node.DiskStallFile
+// (wal.StallFS), and StallDisk / ReleaseDisk (diskstall.go) create and remove that file: the
+// replica's WAL fsyncs wait while it exists, a stalled disk under a live process. A replica
+// restarted while its disk is stalled waits in WAL recovery until the release.
 //
 // Every process is started with Pdeathsig=SIGKILL and is killed by PID in Close (tests call
 // it from t.Cleanup), so no replica outlives its test. Waits are bounded by
