@@ -65,6 +65,11 @@ func TestChaosTornWALTail(t *testing.T)          { runFault(t, "torn-wal-tail") 
 func TestChaosCorruptWALWipeRejoin(t *testing.T) { runFault(t, "corrupt-wal-wipe-rejoin") }
 func TestChaosHostileClients(t *testing.T)       { runFault(t, "hostile-clients") }
 
+// Liveness under a fault that stays (liveness_test.go): acknowledged appends must resume, under
+// a new leader, while the fault is still in place.
+func TestChaosOneWayPartitionLeader(t *testing.T) { runFault(t, "one-way-partition-leader") }
+func TestChaosStallLeaderDisk(t *testing.T)       { runFault(t, "stall-leader-disk") }
+
 // Replicas in network namespaces: a link taken down cuts a replica from peers and clients
 // alike; netem shapes real packets: tc netem where the kernel has it, else the userspace
 // packet emulator (tests/chaos/netns) with the same knobs.

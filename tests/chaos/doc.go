@@ -37,7 +37,24 @@
 // at random) with delay, a 50 ms peer round trip; a torn WAL tail, which the replica must cut
 // and start; a corrupt WAL batch, which it must refuse naming the file, then wiped and
 // rejoined; hostile clients (random bytes, 4 GiB length fields before and after the
-// handshake, truncated frames, idle connections). With replicas in network namespaces
+// handshake, truncated frames, idle connections).
+//
+// Liveness faults (liveness_test.go) must be survived while they last, not only after they
+// heal. Each holds its fault for 12 election timeouts (3.6 s at the server's default of 300
+// ms) and fails unless, with the fault still in place, another replica led, the faulted leader
+// stopped claiming leadership (polled on /debug/status every 50 ms), and at least 20 appends
+// issued in the fault's second half were acknowledged before it was lifted; the end-of-run
+// checks follow. one-way-partition-leader (TestChaosOneWayPartitionLeader) cuts every
+// follower's messages to the leader, refused or black-holed, and leaves the leader's to them:
+// the followers keep hearing heartbeats, so only check-quorum (the leader steps down) and
+// pre-vote bring a new leader. asymmetric-leader is not that test: it holds its cut for less
+// and checks progress only after healing. stall-leader-disk (TestChaosStallLeaderDisk) stops
+// the leader's WAL fsyncs through the WAL's fault hook (wal.StallFS; the harness starts every
+// replica with --fault-disk-stall-file, cluster.StallDisk creates the control file), so the
+// leader must step down for another to be elected; released, it catches up, and every
+// acknowledged append must be in the log. Only the second half of the hold counts because a
+// leader whose disk stalls goes on committing for a few milliseconds with its followers' votes
+// (it answers before its own fsync). Both faults are in the random schedules too. With replicas in network namespaces
 // (tests/chaos/netns): a replica's link taken down, and delay with jitter, loss and
 // reordering of real packets — tc netem on veth where the kernel has sch_netem, else the
 // package's userspace packet emulator (TUN devices; the same four knobs), which the harness

@@ -32,6 +32,8 @@ var faults = []fault{
 	{"torn-wal-tail", false, faultTornWALTail, false},
 	{"corrupt-wal-wipe-rejoin", false, faultCorruptWAL, false},
 	{"hostile-clients", false, faultHostileClients, false},
+	{"one-way-partition-leader", true, faultOneWayLeader, false},
+	{"stall-leader-disk", false, faultStallLeaderDisk, false},
 }
 
 // namespaceFaults need replicas in network namespaces (options.netns).

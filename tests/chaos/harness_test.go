@@ -140,6 +140,9 @@ func newHarness(t *testing.T, seed uint64, opts options) *harness {
 		ClusterID: 1 + seed%1000, Secret: fmt.Sprintf("chaos-secret-%016d", seed),
 		Args:         append([]string{"--fsync=true"}, opts.args...),
 		ReadyTimeout: 30 * time.Second, Logf: t.Logf,
+		// Armed in every run, off until a fault switches it: random schedules draw
+		// stall-leader-disk too.
+		FaultHooks: true,
 	}
 	if opts.proxy && opts.netns {
 		t.Fatal("the fault proxy listens on 127.0.0.1, unreachable from namespaces: choose one")
@@ -400,6 +403,9 @@ func (h *harness) healAll() {
 				h.t.Errorf("heal: %v", err)
 			}
 		}
+	}
+	if err := h.cluster.ReleaseDisks(); err != nil {
+		h.t.Errorf("heal: %v", err)
 	}
 	for _, n := range h.cluster.Nodes() {
 		switch h.cluster.State(n.ID) {
