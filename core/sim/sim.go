@@ -1,60 +1,14 @@
 package sim
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 
 	"github.com/mpaxos/mpaxos/codec"
 	"github.com/mpaxos/mpaxos/core"
+	"github.com/mpaxos/mpaxos/core/check"
 )
-
-// Options shape one simulated run. Every random choice derives from Seed.
-type Options struct {
-	Seed     uint64
-	Replicas int
-
-	FaultTicks int // ticks with faults and client load
-	QuietTicks int // then: faults stop; every pending proposal must be chosen within this bound
-
-	DropPercent      int // a message is lost
-	DuplicatePercent int // a message is delivered twice
-	DelayTicksMax    int // a message takes [0, DelayTicksMax] ticks (reordering follows)
-	PersistTicksMax  int // a Ready's persist takes [0, PersistTicksMax] ticks
-	// PersistsInflightMax: each replica keeps up to [1, PersistsInflightMax] (drawn per replica)
-	// Readies persisting at once, completed in order (the pipeline's asynchronous WAL writes).
-	PersistsInflightMax int
-	CrashPerMille       int // per replica per tick
-	DownTicksMax        int // a crashed replica restarts after [1, DownTicksMax] ticks
-	PartitionPerMille   int // per tick, a new random partition (heals after [1, PartitionTicksMax])
-	PartitionTicksMax   int
-	CampaignPerMille    int // per replica per tick, a replica starts phase 1 unprompted (duels)
-	CompactPerMille     int // per replica per tick, the application snapshots and compacts
-	ProposePercent      int // per tick, a client submits a new value
-	PendingMax          int // clients stop submitting while this many values are unanswered
-
-	// LyingDisk makes a crash also lose the last persisted Ready that wrote anything (a disk
-	// that acknowledged a sync it did not do). Only for testing that the simulator catches broken durability.
-	LyingDisk bool
-
-	// Config adjusts each replica's core.Config (after the simulator's defaults).
-	Config func(*core.Config)
-}
-
-// DefaultOptions returns the fault mix the default test runs use.
-func DefaultOptions(seed uint64, replicas int) Options {
-	return Options{
-		Seed: seed, Replicas: replicas,
-		FaultTicks: 300, QuietTicks: 400, // liveness bound: 40 election timeouts
-		DropPercent: 5, DuplicatePercent: 3, DelayTicksMax: 3, PersistTicksMax: 2,
-		PersistsInflightMax: 4,
-		CrashPerMille:       4, DownTicksMax: 30,
-		PartitionPerMille: 8, PartitionTicksMax: 40,
-		CampaignPerMille: 3, CompactPerMille: 5,
-		ProposePercent: 40, PendingMax: 16,
-	}
-}
 
 // Violation is a broken invariant: which one, when, and what was seen.
 type Violation struct {
@@ -70,94 +24,100 @@ func (v *Violation) Error() string {
 // Result summarises a run that kept every invariant.
 type Result struct {
 	Chosen        int // slots chosen
-	Proposed      int // distinct values submitted
+	Proposed      int // distinct client commands submitted
+	Applied       int // commands applied (first application anywhere)
+	Duplicates    int // commands the sessions table answered as retries
 	Crashes       int
+	QuickRestarts int // crashes restarted within two ticks
 	Snapshots     int // snapshots transferred to lagging replicas
 	Partitions    int
+	Pauses        int
+	Stalls        int // disk stalls
 	Messages      int // messages delivered
+	LongDelays    int // messages held in the long-delay tail
+	Compressed    int // frames that crossed the network S2-compressed
 	LivenessTicks int // ticks after faults stopped until everything pending was chosen everywhere
 	Overlapped    int // Readies taken while an earlier one was still persisting
+	LeaderChanges int // times the set of (leader, ballot) pairs changed
 }
 
-type envelope struct {
-	m  codec.Message
-	at int
-}
-
-type disk struct {
-	hardState core.HardState
-	entries   map[uint64]codec.Entry
-	snapshot  [][]byte // the application's snapshot: the values of every slot < len(snapshot)
-}
-
-type persistJob struct {
-	rd      core.Ready
-	doneAt  int
-	applied bool // Chosen was applied when the Ready was taken
-}
-
+// node is one simulated replica: its core, its disk, its state machine and its clock.
 type node struct {
-	id          uint32
-	lastSync    disk // LyingDisk: the disk before the last persist
-	cfg         core.Config
-	r           *core.Replica // nil while crashed
-	disk        disk
-	jobs        []*persistJob // persists in flight, completed in order
-	persistsMax int           // most persists in flight at once (1 = one Ready at a time)
-	applyEarly  bool          // apply Chosen when the Ready is taken, not after its persist
-	applied     [][]byte      // the state machine: values applied in slot order (volatile)
-	downTill    int
-	incoming    [][]byte     // a snapshot fetched from a peer, until Ready.SnapshotSlot installs it
-	vouched     codec.Ballot // highest ballot a sent Promise or Accepted vouched for
-	promised    codec.Ballot // last promised ballot seen in this life
+	id  uint32
+	cfg core.Config
+	r   *core.Replica // nil while crashed
+
+	disk     disk
+	lastSync disk // LyingDisk: the disk before the last persist
+	driver   driver
+	state    stateMachine // volatile: rebuilt from the disk's snapshot on restart
+
+	encoder *codec.Encoder // this replica's outgoing frames (compression drawn per replica)
+	decoder *codec.Decoder // this replica's incoming frames
+
+	lives       int // restarts + 1
+	downTill    int // crashed: restarts at this tick
+	pausedTill  int // paused (no tick, no step, no persist) until this tick
+	stalledTill int // disk stalled (no persist completes) until this tick
+	clockRate   int // percent of world ticks this replica's clock runs at
+	clock       int // accumulated clock, in percent of a tick
+
+	vouched  codec.Ballot // highest ballot a sent Promise or Accepted vouched for
+	promised codec.Ballot // last promised ballot seen in this life
 }
 
-// Chosen serves catch-up from the state machine's applied values (they were handed out as
-// chosen), like the pipeline's slot cache.
-func (n *node) Chosen(from uint64, maxSlots, maxBytes int, dst [][]byte) ([][]byte, error) {
-	size := 0
-	for s := from; s < uint64(len(n.applied)) && maxSlots > 0; s++ {
-		v := n.applied[s]
-		if len(dst) > 0 && size+len(v) > maxBytes {
-			break
-		}
-		dst = append(dst, v)
-		size += len(v)
-		maxSlots--
-	}
-	return dst, nil
-}
+func (n *node) live() bool { return n.r != nil }
+
+// running: live and not paused, so it ticks, steps and persists.
+func (n *node) running(now int) bool { return n.r != nil && now >= n.pausedTill }
 
 type world struct {
-	opts          Options
-	rng           *rand.Rand
-	now           int
-	nodes         []*node
-	network       []envelope
-	group         map[uint32]int // partition group per replica; equal groups can talk
-	healAt        int
-	global        [][]byte        // the chosen log, as first applied anywhere
-	proposed      map[string]bool // every value any client submitted
-	pending       []pendingValue  // submitted, not yet seen chosen
-	clientSeq     uint64
-	commitChecked uint64 // every slot below it was durable on a majority when first committed
-	res           Result
-}
+	opts    Options
+	rng     *rand.Rand
+	now     int
+	nodes   []*node
+	history *check.History
 
-type pendingValue struct {
-	value   []byte
-	retryAt int
+	network []envelope
+	cut     [][]bool // cut[from-1][to-1]: messages from -> to are lost (a partition)
+	healAt  int      // the current partition heals at this tick (0: none)
+
+	global        [][]byte        // the chosen log, as first applied anywhere
+	proposed      map[string]bool // every slot value (batch) a client handed to a leader
+	clients       []*client
+	answers       map[commandKey]position // the position every applied command was answered with
+	commitChecked uint64                  // every slot below it was durable on a majority when first committed
+	leaders       []codec.Ballot          // the (leader, ballot) pairs of the previous tick
+	frame         []byte                  // scratch for round-trip checks
+	res           Result
 }
 
 // Run simulates one cluster for opts.FaultTicks + opts.QuietTicks ticks, checking every
 // invariant after every step. It returns a *Violation for the first one broken.
 func Run(opts Options) (res Result, err error) {
-	w := &world{
-		opts:     opts,
-		rng:      rand.New(rand.NewPCG(opts.Seed, 0x6d706178)),
-		group:    map[uint32]int{},
-		proposed: map[string]bool{},
-	}
+	w := newWorld(opts)
+	err = w.guard(func() {
+		for w.now = 0; w.now < opts.FaultTicks; w.now++ {
+			w.faults()
+			w.tick(true)
+		}
+		w.quiet()
+		for ; w.now < opts.FaultTicks+opts.QuietTicks; w.now++ {
+			w.tick(false)
+			if w.converged() {
+				w.res.LivenessTicks = w.now - opts.FaultTicks
+				return
+			}
+		}
+		w.fail("liveness", "%d ticks after faults stopped: %d commands pending, applied %v of %d chosen, status %v",
+			opts.QuietTicks, w.pendingCount(), w.appliedLens(), len(w.global), w.statuses())
+	})
+	w.res.Chosen = len(w.global)
+	return w.res, err
+}
+
+// guard runs f, turning a Violation panic (or any panic from core) into an error.
+func (w *world) guard(f func()) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			if v, ok := p.(*Violation); ok {
@@ -167,65 +127,114 @@ func Run(opts Options) (res Result, err error) {
 			err = &Violation{Invariant: "core panicked", Tick: w.now, Detail: fmt.Sprint(p)}
 		}
 	}()
-	w.start()
-	for w.now = 0; w.now < opts.FaultTicks; w.now++ {
-		w.faults()
-		w.step(true)
-	}
-	w.quiet()
-	for ; w.now < opts.FaultTicks+opts.QuietTicks; w.now++ {
-		w.step(false)
-		if debugHook != nil {
-			debugHook(w)
-		}
-		if w.converged() {
-			w.res.LivenessTicks = w.now - opts.FaultTicks
-			w.res.Chosen = len(w.global)
-			return w.res, nil
-		}
-	}
-	w.fail("liveness", "%d ticks after faults stopped: %d values pending, applied %v of %d chosen, status %v",
-		opts.QuietTicks, len(w.pending), w.appliedLens(), len(w.global), w.statuses())
-	return w.res, nil
+	f()
+	return nil
 }
 
 func (w *world) fail(invariant, format string, args ...any) {
 	panic(&Violation{Invariant: invariant, Tick: w.now, Detail: fmt.Sprintf(format, args...)})
 }
 
-func (w *world) start() {
-	peers := make([]uint32, w.opts.Replicas)
+// must turns a check.Violation into the run's failure.
+func (w *world) must(err error) {
+	if err == nil {
+		return
+	}
+	if v, ok := err.(*check.Violation); ok {
+		panic(&Violation{Invariant: v.Invariant, Tick: w.now, Detail: v.Detail})
+	}
+	w.fail("checker", "%v", err)
+}
+
+func newWorld(opts Options) *world {
+	if err := opts.Validate(); err != nil {
+		panic(err)
+	}
+	w := &world{
+		opts:     opts,
+		rng:      rand.New(rand.NewPCG(opts.Seed, 0x6d706178)),
+		history:  check.New(opts.Replicas),
+		proposed: map[string]bool{},
+		answers:  map[commandKey]position{},
+	}
+	w.cut = make([][]bool, opts.Replicas)
+	for i := range w.cut {
+		w.cut[i] = make([]bool, opts.Replicas)
+	}
+	peers := make([]uint32, opts.Replicas)
 	for i := range peers {
 		peers[i] = uint32(i + 1)
 	}
+	sessionSeqsMax := opts.ClientInflightMax + 1 + w.rng.IntN(64)
 	for _, id := range peers {
 		cfg := core.DefaultConfig(id, peers)
-		cfg.ElectionTicks, cfg.HeartbeatTicks, cfg.RetransmitTicks = 10, 2, 5
+		cfg.ElectionTicks, cfg.HeartbeatTicks, cfg.RetransmitTicks = opts.ElectionTicks, opts.HeartbeatTicks, opts.RetransmitTicks
 		cfg.Window = 1 + w.rng.IntN(6)
-		cfg.ValueBytesMax, cfg.InflightBytesMax = 256, 256*cfg.Window
-		cfg.CatchUpSlotsMax, cfg.CatchUpBytesMax = 1+w.rng.IntN(8), 512
+		cfg.ValueBytesMax, cfg.InflightBytesMax = valueBytesMax, valueBytesMax*cfg.Window
+		cfg.CatchUpSlotsMax, cfg.CatchUpBytesMax = 1+w.rng.IntN(8), 2*valueBytesMax
 		cfg.RetainSlots = w.rng.IntN(8)
-		cfg.RetainBytesMax = w.rng.IntN(1024) // 0: slots only
-		cfg.Rand = rand.New(rand.NewPCG(w.opts.Seed, uint64(id)))
+		cfg.RetainBytesMax = w.rng.IntN(4 * valueBytesMax) // 0: slots only
+		cfg.Rand = rand.New(rand.NewPCG(opts.Seed, uint64(id)))
 		cfg.StepValuesOwned = w.rng.IntN(2) == 0 // then deliver does not scribble over its messages
-		if w.opts.Config != nil {
-			w.opts.Config(&cfg)
+		if opts.Config != nil {
+			opts.Config(&cfg)
 		}
-		n := &node{id: id, cfg: cfg, disk: disk{entries: map[uint64]codec.Entry{}}, lastSync: disk{entries: map[uint64]codec.Entry{}}}
-		n.persistsMax = 1 + w.rng.IntN(max(w.opts.PersistsInflightMax, 1))
-		n.applyEarly = w.rng.IntN(2) == 0
+		n := &node{id: id, cfg: cfg}
+		n.disk = newDisk()
+		n.lastSync = newDisk()
+		n.driver = newDriver(w, n)
+		n.state.sessionsClientsMax = opts.Clients + 1 // no eviction: a retry is never applied twice
+		n.state.sessionSeqsMax = sessionSeqsMax
+		n.encoder = codec.NewEncoder(w.rng.IntN(100) < opts.CompressPercent, compressThresholdMin+w.rng.IntN(compressThresholdMin))
+		n.decoder = codec.NewDecoder(codec.DefaultLimits())
+		skew := opts.TickSkewPercent
+		n.clockRate = 100 - skew + w.rng.IntN(2*skew+1)
 		w.nodes = append(w.nodes, n)
 		w.restart(n)
 	}
+	for i := range opts.Clients {
+		w.clients = append(w.clients, &client{id: uint64(i + 1), next: 1})
+	}
+	return w
 }
 
+// valueBytesMax bounds one slot value in the simulator: a batch of a few commands.
+const valueBytesMax = 512
+
+// compressThresholdMin: a replica that compresses does so from a body of
+// [compressThresholdMin, 2*compressThresholdMin) bytes, so small Accepts get compressed too.
+const compressThresholdMin = 48
+
+type disk struct {
+	hardState core.HardState
+	entries   map[uint64]codec.Entry
+	snapshot  snapshot
+}
+
+func newDisk() disk { return disk{entries: map[uint64]codec.Entry{}} }
+
+func (d *disk) clone() disk {
+	c := *d
+	c.entries = make(map[uint64]codec.Entry, len(d.entries))
+	for s, e := range d.entries {
+		c.entries[s] = e
+	}
+	return c
+}
+
+// restart brings n up from its disk alone: core from the persisted entries and hard state,
+// the state machine from the snapshot.
 func (w *world) restart(n *node) {
-	snap := uint64(len(n.disk.snapshot))
+	snap := n.disk.snapshot.slot()
 	p := core.Persisted{HardState: n.disk.hardState, SnapshotSlot: snap, Applied: snap}
 	for _, s := range sortedSlots(n.disk.entries) {
 		p.Entries = append(p.Entries, n.disk.entries[s])
 	}
-	n.applied, n.jobs, n.incoming = slices.Clone(n.disk.snapshot), nil, nil
+	if n.lives++; n.lives > 1 {
+		w.history.Restart(n.id)
+	}
+	n.state.restore(n.disk.snapshot)
+	n.driver.reset()
 	r, err := core.New(n.cfg, p, n)
 	if err != nil {
 		w.fail("restart from persisted state", "replica %d: %v", n.id, err)
@@ -236,6 +245,13 @@ func (w *world) restart(n *node) {
 			n.id, st.Promised, n.vouched)
 	}
 	n.promised = r.Status().Promised
+	n.pausedTill = 0
+}
+
+// Chosen serves catch-up from the state machine's applied values (they were handed out as
+// chosen), like the pipeline's slot cache.
+func (n *node) Chosen(from uint64, maxSlots, maxBytes int, dst [][]byte) ([][]byte, error) {
+	return n.driver.storageChosen(from, maxSlots, maxBytes, dst)
 }
 
 func sortedSlots(m map[uint64]codec.Entry) []uint64 {
@@ -247,127 +263,57 @@ func sortedSlots(m map[uint64]codec.Entry) []uint64 {
 	return slots
 }
 
-// faults crashes and restarts replicas and starts and heals partitions.
-func (w *world) faults() {
+// tick runs one world tick: every running replica's clock moves (by its own rate), due
+// messages arrive in random order, snapshots are transferred, clients submit and retry, and
+// every replica's Ready cycle moves on. Then the checks that look at the whole cluster.
+func (w *world) tick(load bool) {
 	for _, n := range w.nodes {
-		if n.r != nil && w.rng.IntN(1000) < w.opts.CampaignPerMille {
-			n.r.Campaign()
-		}
-		if n.r != nil && w.rng.IntN(1000) < w.opts.CompactPerMille {
-			w.compact(n)
-		}
-		switch {
-		case n.r != nil && w.rng.IntN(1000) < w.opts.CrashPerMille:
-			w.crash(n)
-		case n.r == nil && w.now >= n.downTill:
-			w.restart(n)
-		}
-	}
-	if w.healAt > 0 && w.now >= w.healAt {
-		clear(w.group)
-		w.healAt = 0
-	}
-	if w.healAt == 0 && w.rng.IntN(1000) < w.opts.PartitionPerMille {
-		for _, n := range w.nodes {
-			w.group[n.id] = w.rng.IntN(2)
-		}
-		w.healAt = w.now + 1 + w.rng.IntN(w.opts.PartitionTicksMax)
-		w.res.Partitions++
-	}
-}
-
-// compact snapshots the application's state and lets core and the WAL drop what it covers.
-func (w *world) compact(n *node) {
-	slot := n.r.Status().Applied
-	if slot > uint64(len(n.applied)) {
-		w.fail("apply in slot order without gaps", "replica %d: core applied %d, state machine %d", n.id, slot, len(n.applied))
-	}
-	n.disk.snapshot = slices.Clone(n.applied[:slot])
-	for s := range n.disk.entries {
-		if s < slot {
-			delete(n.disk.entries, s)
-		}
-	}
-	n.r.Compact(slot)
-}
-
-// transferSnapshots serves every replica that asked for a snapshot from a connected peer
-// holding one that recent enough; core gets only the final chunk, as the pipeline would.
-func (w *world) transferSnapshots() {
-	for _, n := range w.nodes {
-		if n.r == nil {
+		if !n.running(w.now) {
 			continue
 		}
-		wanted := n.r.SnapshotWanted()
-		if wanted == 0 || wanted <= n.r.Status().Commit {
-			continue
+		jitter := 0
+		if j := w.opts.TickJitterPercent; j > 0 {
+			jitter = w.rng.IntN(2*j+1) - j
 		}
-		for _, p := range w.nodes {
-			if p == n || p.r == nil || !w.connected(p.id, n.id) || uint64(len(p.disk.snapshot)) < wanted {
-				continue
-			}
-			if n.incoming == nil { // fixed until installed: a Ready may be installing it
-				n.incoming = p.disk.snapshot
-			}
-			err := n.r.Step(codec.Message{Type: codec.TypeSnapshotChunk, From: p.id, To: n.id,
-				Slot: uint64(len(n.incoming)), Total: 1, Data: []byte{1}})
-			if err != nil {
-				w.fail("well-formed messages are accepted", "replica %d: %v", n.id, err)
-			}
-			w.res.Snapshots++
-			break
+		n.clock += max(n.clockRate+jitter, 0)
+		for ; n.clock >= 100; n.clock -= 100 {
+			n.r.Tick()
+			w.checkPromised(n)
 		}
 	}
+	w.deliver()
+	w.transferSnapshots()
+	w.submit(load)
+	for _, n := range w.nodes {
+		n.driver.drive()
+	}
+	w.checkLeaders()
 }
 
-// crash loses everything not yet persisted. The persists in flight are one FIFO of writes:
-// a crash keeps some prefix of their entries, in order, torn at a record boundary. The hard
-// state is saved apart from the entries (its own file), so the latest hard state of some
-// prefix of the in-flight persists may have reached the disk, ahead of their entries.
-func (w *world) crash(n *node) {
-	if len(n.jobs) > 0 && w.rng.IntN(2) == 0 {
-		var entries []codec.Entry
-		for _, j := range n.jobs {
-			entries = append(entries, j.rd.Entries...)
-		}
-		for _, e := range entries[:w.rng.IntN(len(entries)+1)] {
-			n.disk.entries[e.Slot] = e
-		}
-		for _, j := range n.jobs[:w.rng.IntN(len(n.jobs)+1)] {
-			if j.rd.MustSaveHardState {
-				n.disk.hardState = j.rd.HardState
-			}
-		}
-	}
-	if w.opts.LyingDisk {
-		n.disk = n.lastSync
-	}
-	n.r, n.jobs, n.incoming = nil, nil, nil
-	n.downTill = w.now + 1 + w.rng.IntN(w.opts.DownTicksMax)
-	w.res.Crashes++
-}
-
-// quiet ends every fault: partitions heal, crashed replicas restart, the network stops losing.
+// quiet ends every fault: partitions heal, crashed replicas restart, paused ones resume,
+// stalled disks complete, the network stops losing, duplicating and holding messages.
 func (w *world) quiet() {
-	clear(w.group)
-	w.healAt = 0
+	w.heal()
 	for _, n := range w.nodes {
-		if n.r == nil {
+		if !n.live() {
 			w.restart(n)
 		}
+		n.pausedTill, n.stalledTill = 0, 0
 	}
-	w.opts.DropPercent, w.opts.DuplicatePercent = 0, 0
-	for i := range w.pending {
-		w.pending[i].retryAt = w.now
+	w.opts.DropPercent, w.opts.DuplicatePercent, w.opts.LongDelayPerMille = 0, 0, 0
+	for _, c := range w.clients {
+		for _, cmd := range c.pending {
+			cmd.retryAt = w.now
+		}
 	}
 }
 
 func (w *world) converged() bool {
-	if len(w.pending) > 0 {
+	if w.pendingCount() > 0 {
 		return false
 	}
 	for _, n := range w.nodes {
-		if len(n.applied) != len(w.global) {
+		if len(n.state.values) != len(w.global) {
 			return false
 		}
 	}
@@ -377,7 +323,7 @@ func (w *world) converged() bool {
 func (w *world) appliedLens() []int {
 	var l []int
 	for _, n := range w.nodes {
-		l = append(l, len(n.applied))
+		l = append(l, len(n.state.values))
 	}
 	return l
 }
@@ -385,19 +331,23 @@ func (w *world) appliedLens() []int {
 func (w *world) statuses() []core.Status {
 	var s []core.Status
 	for _, n := range w.nodes {
-		if n.r != nil {
+		if n.live() {
 			s = append(s, n.r.Status())
 		}
 	}
 	return s
 }
 
-// value makes a unique batch of one command; its identity is its bytes.
-func (w *world) value() []byte {
-	w.clientSeq++
-	var payload [8]byte
-	binary.LittleEndian.PutUint64(payload[:], w.rng.Uint64())
-	return codec.AppendBatch(nil, []codec.Command{{ClientID: 1 + w.clientSeq%7, Seq: w.clientSeq, Payload: payload[:]}})
+// leaderOf returns the replica that leads in the highest ballot now (0 if none).
+func (w *world) leaderOf() uint32 {
+	var best codec.Ballot
+	var id uint32
+	for _, n := range w.nodes {
+		if n.live() {
+			if st := n.r.Status(); st.IsLeader && best.Less(st.Ballot) {
+				best, id = st.Ballot, n.id
+			}
+		}
+	}
+	return id
 }
-
-var debugHook func(*world) // tests only

@@ -4,8 +4,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,8 @@ var (
 	seedFlag     = flag.Uint64("seed", 0, "replay this one seed (with -replicas)")
 	replicasFlag = flag.Int("replicas", 0, "cluster size for -seed (3 or 5; 0 = both)")
 	firstFlag    = flag.Uint64("first", 1, "first seed of a run")
+	setFlag      = flag.String("set", "", `pin options over the drawn ones, e.g. -set "CrashPerMille=0 PausePerMille=3"`)
+	allFlag      = flag.Bool("all", false, "run every seed even after a failure, and count the failures by invariant")
 )
 
 func seedCount(def int) int {
@@ -29,8 +33,49 @@ func seedCount(def int) int {
 	return def
 }
 
-// runSeeds runs count seeds per cluster size on every CPU and reports the first failure with
-// the one command that replays it.
+// failuresShownMax bounds the failures a -all run prints in full.
+const failuresShownMax = 5
+
+// optionsFor draws seed's options and applies -set.
+func optionsFor(t testing.TB, seed uint64, replicas int) Options {
+	o := DrawOptions(seed, replicas)
+	if err := o.Set(*setFlag); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// replayCommand is the one command that replays a seed.
+func replayCommand(seed uint64, replicas int) string {
+	cmd := fmt.Sprintf("go test ./core/sim -run '^TestSim$' -seed %d -replicas %d", seed, replicas)
+	if *setFlag != "" {
+		cmd += fmt.Sprintf(" -set %q", *setFlag)
+	}
+	return cmd
+}
+
+// totals sums the Results of many runs.
+type totals struct {
+	mu    sync.Mutex
+	sum   Result
+	max   int // slowest recovery after the faults stopped
+	runs  int
+	start time.Time
+}
+
+func (s *totals) add(r Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, b := reflect.ValueOf(&s.sum).Elem(), reflect.ValueOf(r)
+	for i := range a.NumField() {
+		a.Field(i).SetInt(a.Field(i).Int() + b.Field(i).Int())
+	}
+	s.max = max(s.max, r.LivenessTicks)
+	s.runs++
+}
+
+// runSeeds runs count seeds per cluster size on every CPU and reports every failure with the
+// options it drew and the one command that replays it.
 func runSeeds(t *testing.T, count int) {
 	sizes := []int{3, 5}
 	if *replicasFlag > 0 {
@@ -38,11 +83,12 @@ func runSeeds(t *testing.T, count int) {
 	}
 	if *seedFlag != 0 {
 		for _, n := range sizes {
-			res, err := Run(DefaultOptions(*seedFlag, n))
+			opts := optionsFor(t, *seedFlag, n)
+			res, err := Run(opts)
 			if err != nil {
-				t.Fatalf("seed %d, %d replicas: %v", *seedFlag, n, err)
+				t.Fatalf("seed %d, %d replicas: %v\n  options: %v", *seedFlag, n, err, opts)
 			}
-			t.Logf("seed %d, %d replicas: %+v", *seedFlag, n, res)
+			t.Logf("seed %d, %d replicas: %+v\n  options: %v", *seedFlag, n, res, opts)
 		}
 		return
 	}
@@ -54,29 +100,27 @@ func runSeeds(t *testing.T, count int) {
 	var failed atomic.Bool
 	var mu sync.Mutex
 	var failures []string
-	var livenessMax, chosen atomic.Int64
+	stats := totals{start: time.Now()}
 	var wg sync.WaitGroup
-	start := time.Now()
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for j := range jobs {
-				res, err := Run(DefaultOptions(j.seed, j.replicas))
+				opts := optionsFor(t, j.seed, j.replicas)
+				res, err := Run(opts)
 				if err != nil {
 					failed.Store(true)
 					mu.Lock()
-					failures = append(failures, fmt.Sprintf("seed %d, %d replicas: %v\n  replay: go test ./core/sim -run '^TestSim$' -seed %d -replicas %d",
-						j.seed, j.replicas, err, j.seed, j.replicas))
+					failures = append(failures, fmt.Sprintf("seed %d, %d replicas: %v\n  options: %v\n  replay: %s",
+						j.seed, j.replicas, err, opts, replayCommand(j.seed, j.replicas)))
 					mu.Unlock()
 					continue
 				}
-				chosen.Add(int64(res.Chosen))
-				for l := livenessMax.Load(); int64(res.LivenessTicks) > l && !livenessMax.CompareAndSwap(l, int64(res.LivenessTicks)); l = livenessMax.Load() {
-				}
+				stats.add(res)
 			}
 		})
 	}
 	for i := range uint64(count) {
-		if failed.Load() {
+		if failed.Load() && !*allFlag {
 			break
 		}
 		for _, n := range sizes {
@@ -85,14 +129,22 @@ func runSeeds(t *testing.T, count int) {
 	}
 	close(jobs)
 	wg.Wait()
-	for _, f := range failures {
-		t.Error(f)
+	byInvariant := map[string]int{}
+	for i, f := range failures {
+		if i < failuresShownMax {
+			t.Error(f)
+		}
+		byInvariant[f[strings.Index(f, "invariant"):strings.Index(f, " broken")]]++
 	}
-	t.Logf("%d seeds x %v replicas in %v: %d slots chosen, slowest recovery %d ticks after faults stopped",
-		count, sizes, time.Since(start).Round(time.Millisecond), chosen.Load(), livenessMax.Load())
+	if len(failures) > 0 {
+		t.Errorf("%d runs failed: %v", len(failures), byInvariant)
+	}
+	elapsed := time.Since(stats.start)
+	t.Logf("%d seeds x %v replicas in %v (%.0f runs/s on %d CPUs): slowest recovery %d ticks after faults stopped; totals %+v",
+		count, sizes, elapsed.Round(time.Millisecond), float64(stats.runs)/elapsed.Seconds(), runtime.GOMAXPROCS(0), stats.max, stats.sum)
 }
 
-// TestSim is the default run: 1000 seeds each of 3 and 5 replicas.
+// TestSim is the default run: 1000 seeds each of 3 and 5 replicas, each seed its own fault mix.
 func TestSim(t *testing.T) {
 	runSeeds(t, seedCount(1000))
 }
@@ -108,30 +160,55 @@ func TestSimLong(t *testing.T) {
 // A seed replays exactly: the same options give the same run.
 func TestSimReplaysSeedExactly(t *testing.T) {
 	for _, n := range []int{3, 5} {
-		a, errA := Run(DefaultOptions(42, n))
-		b, errB := Run(DefaultOptions(42, n))
+		a, errA := Run(DrawOptions(42, n))
+		b, errB := Run(DrawOptions(42, n))
 		if errA != nil || errB != nil {
 			t.Fatalf("seed 42: %v / %v", errA, errB)
 		}
 		if a != b {
 			t.Fatalf("seed 42, %d replicas ran differently twice: %+v vs %+v", n, a, b)
 		}
-		if a.Chosen == 0 || a.Crashes+a.Partitions == 0 || a.Overlapped == 0 {
+		if a.Chosen == 0 || a.Messages == 0 {
 			t.Fatalf("seed 42 exercised nothing: %+v", a)
 		}
 	}
 }
 
-// The checks have teeth: a disk that forgets what it acknowledged as synced (the sim's own
-// fault, not core's) must be caught by some invariant within a few seeds.
-func TestSimCatchesALyingDisk(t *testing.T) {
-	for seed := uint64(1); seed <= 200; seed++ {
-		opts := DefaultOptions(seed, 3)
-		opts.LyingDisk = true
-		if _, err := Run(opts); err != nil {
-			t.Logf("seed %d caught it: %v", seed, err)
-			return
+// Options print as Name=value and -set reads them back: a failing seed's options can be
+// pinned and varied for a replay.
+func TestOptionsStringRoundTrips(t *testing.T) {
+	o := DrawOptions(7, 5)
+	o.LyingDisk, o.Plant = true, PlantStorageOffByOne
+	var back Options
+	if err := back.Set(o.String()); err != nil {
+		t.Fatal(err)
+	}
+	if back.String() != o.String() {
+		t.Fatalf("Set(String()) = %v, want %v", back, o)
+	}
+	if err := back.Set("NoSuchOption=1"); err == nil {
+		t.Fatal("Set took an unknown option")
+	}
+}
+
+// Each seed draws its own mix: over a few seeds every fault is both on and off somewhere.
+func TestDrawOptionsVaries(t *testing.T) {
+	on, off := map[string]bool{}, map[string]bool{}
+	for seed := uint64(1); seed <= 50; seed++ {
+		o := reflect.ValueOf(DrawOptions(seed, 3))
+		for i := range o.NumField() {
+			name := o.Type().Field(i).Name
+			if o.Field(i).Kind() == reflect.Int && o.Field(i).Int() > 0 {
+				on[name] = true
+			} else {
+				off[name] = true
+			}
 		}
 	}
-	t.Fatal("200 seeds with a lying disk broke no invariant")
+	for _, name := range []string{"DropPercent", "DuplicatePercent", "LongDelayPerMille", "PartitionPerMille",
+		"CrashPerMille", "PausePerMille", "TickSkewPercent", "CampaignPerMille", "StallPerMille"} {
+		if !on[name] || !off[name] {
+			t.Errorf("%s: on in some seed %v, off in some seed %v", name, on[name], off[name])
+		}
+	}
 }

@@ -1,0 +1,143 @@
+package sim
+
+import (
+	"bytes"
+	"slices"
+
+	"github.com/mpaxos/mpaxos/codec"
+	"github.com/mpaxos/mpaxos/core"
+)
+
+// The simulator's own checks, and the feed of core/check. Every message sent, every entry
+// that reaches a disk, every restart, every value handed out as chosen, and who leads each
+// tick go to w.history (core/check), which watches values and ballots across every replica and
+// every life; the checks here watch what only the simulator sees (its disks, its state
+// machines, the promise a replica holds in memory).
+
+// handOut: a Ready was taken. Every value it hands out as chosen must agree with every other
+// replica's and be durable on a majority with that value (core/check).
+func (w *world) handOut(n *node, rd *core.Ready) {
+	for _, e := range rd.Chosen {
+		w.must(w.history.Chosen(n.id, e))
+	}
+}
+
+// sendNow: a message from Ready.Messages leaves before the persist, so it must not vouch for
+// anything (Promise, Accepted, and a HeartbeatReply that acknowledges, vouch).
+func (w *world) sendNow(n *node, m codec.Message) {
+	if vouches(m) {
+		w.fail("durable before send", "replica %d sent %v for %v before persisting", n.id, m.Type, m.Ballot)
+	}
+	w.send(n, m)
+}
+
+func vouches(m codec.Message) bool {
+	return m.Type == codec.TypePromise || m.Type == codec.TypeAccepted ||
+		m.Type == codec.TypeHeartbeatReply && !m.Ballot.IsZero()
+}
+
+// sendAfterPersist: a Promise or Accepted vouches only for what the disk holds.
+func (w *world) sendAfterPersist(n *node, m codec.Message) {
+	if vouches(m) {
+		durable := n.disk.hardState.Promised
+		for _, e := range n.disk.entries {
+			if e.Ballot != core.ChosenBallot && durable.Less(e.Ballot) {
+				durable = e.Ballot
+			}
+		}
+		if durable.Less(m.Ballot) {
+			w.fail("durable before send", "replica %d sent %v for %v with only %v on disk", n.id, m.Type, m.Ballot, durable)
+		}
+		if n.vouched.Less(m.Ballot) {
+			n.vouched = m.Ballot
+		}
+	}
+	if m.Type == codec.TypeAccepted || m.Type == codec.TypeHeartbeatReply && !m.Ballot.IsZero() {
+		// The acknowledged slot is on disk in the ballot (or a later one), unless a snapshot
+		// covers it (chosen, its entry compacted away).
+		if e, ok := n.disk.entries[m.Slot]; m.Slot >= n.disk.snapshot.slot() && (!ok || e.Ballot.Less(m.Ballot)) {
+			w.fail("durable before send", "replica %d acked slot %d in %v, disk holds %+v", n.id, m.Slot, m.Ballot, e)
+		}
+	}
+	w.send(n, m)
+}
+
+// writeEntry: e reached n's disk (the latest record for its slot wins).
+func (w *world) writeEntry(n *node, e codec.Entry) {
+	n.disk.entries[e.Slot] = e
+	w.must(w.history.Durable(n.id, e))
+}
+
+func (w *world) writeHardState(n *node, hs core.HardState) {
+	n.disk.hardState = hs
+}
+
+// installSnapshot replaces the state machine with a fetched snapshot, which must agree with
+// the chosen log like any applied value, and lets the disk drop what it covers.
+func (w *world) installSnapshot(n *node, s snapshot) {
+	for i, v := range s.values {
+		if i < len(w.global) && !bytes.Equal(w.global[i], v) {
+			w.fail("one value per slot", "replica %d snapshot holds %x at slot %d, chosen was %x", n.id, v, i, w.global[i])
+		}
+	}
+	n.state.restore(s)
+	n.disk.snapshot = s
+	slot := s.slot()
+	for k := range n.disk.entries {
+		if k < slot {
+			delete(n.disk.entries, k)
+		}
+	}
+	w.history.Compacted(n.id, slot)
+}
+
+// checkPromised: a replica's promise never goes down within a life (across lives, restart
+// checks it against what the replica vouched for); and whenever a commit point first passes a
+// slot, a majority of disks hold it.
+func (w *world) checkPromised(n *node) {
+	st := n.r.Status()
+	if st.Promised.Less(n.promised) {
+		w.fail("promised never goes down", "replica %d: promised went from %v to %v", n.id, n.promised, st.Promised)
+	}
+	n.promised = st.Promised
+	w.checkCommitDurable(n, st.Commit)
+}
+
+// checkCommitDurable: the first time any replica's commit point passes a slot, a majority of
+// the disks hold an entry for it (or a snapshot covering it): every vote that made it chosen,
+// the leader's own included, was durable when it was counted. A leader counting its own vote
+// before its persist is caught at once, not only after an unlucky crash. (core/check's
+// Chosen also compares the values, when the slot is handed out.)
+func (w *world) checkCommitDurable(n *node, commit uint64) {
+	for ; w.commitChecked < commit; w.commitChecked++ {
+		s, holders := w.commitChecked, 0
+		for _, m := range w.nodes {
+			if _, ok := m.disk.entries[s]; ok || s < m.disk.snapshot.slot() {
+				holders++
+			}
+		}
+		if holders < len(w.nodes)/2+1 {
+			w.fail("chosen only when durable on a majority", "replica %d committed slot %d with only %d of %d disks holding it",
+				n.id, s, holders, len(w.nodes))
+		}
+	}
+}
+
+// checkLeaders tells the checker who leads (a ballot led in one life is never used again) and
+// counts leader changes: a (leader, ballot) pair not leading in the previous tick.
+func (w *world) checkLeaders() {
+	var now []codec.Ballot
+	for _, n := range w.nodes {
+		if !n.live() {
+			continue
+		}
+		if st := n.r.Status(); st.IsLeader {
+			w.must(w.history.Led(n.id, st.Ballot))
+			now = append(now, st.Ballot)
+			if !slices.Contains(w.leaders, st.Ballot) {
+				w.res.LeaderChanges++
+			}
+		}
+	}
+	w.leaders = now
+}
