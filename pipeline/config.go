@@ -26,8 +26,16 @@ type Config struct {
 	Peers map[uint32]string
 	// ListenAddr is the address to bind; empty means Peers[ID].
 	ListenAddr string
-	// AdminAddr, if set, serves /debug/pprof/, /metrics, /debug/latency and /debug/applied.
+	// AdminAddr, if set, serves /debug/pprof/, /metrics, /debug/latency, /debug/applied and
+	// /debug/status. The process's command line is never served (it may hold --secret).
 	AdminAddr string
+	// AdminToken, if set, is required on every admin request as "Authorization: Bearer
+	// <token>"; others get 401. Without it, anyone who reaches AdminAddr reads the metrics and
+	// profiles: bind it to loopback or set a token.
+	AdminToken string
+	// AdminNoPprof leaves /debug/pprof/ out of the admin server (heap, goroutine and trace
+	// dumps show request payloads).
+	AdminNoPprof bool
 	// ClusterID must match on every connection; Secret (>= 16 bytes) authenticates peers.
 	ClusterID uint64
 	Secret    []byte

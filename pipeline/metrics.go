@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
@@ -148,14 +149,18 @@ func newMetrics(n *Node) *metrics {
 	return m
 }
 
-// adminHandler serves the admin endpoints.
+// adminHandler serves the admin endpoints, behind AdminToken when it is set.
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if !n.cfg.AdminNoPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	// pprof's cmdline handler would serve os.Args, and with it a --secret given on the
+	// command line: never registered, and answered 404 whatever else is on.
+	mux.HandleFunc("/debug/pprof/cmdline", http.NotFound)
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/latency", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, n.Latencies())
@@ -166,7 +171,24 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("/debug/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, n.Status())
 	})
-	return mux
+	return requireToken(n.cfg.AdminToken, mux)
+}
+
+// requireToken answers 401 to a request without "Authorization: Bearer <token>" (compared in
+// constant time); an empty token lets every request through.
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mpaxos admin"`)
+			http.Error(w, "mpaxos admin: missing or wrong token (Authorization: Bearer <token>)", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

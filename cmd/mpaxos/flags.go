@@ -25,6 +25,8 @@ type serveOptions struct {
 	fsync           bool
 	secret          string
 	secretFile      string
+	adminTokenFile  string
+	adminPprof      bool
 	configFile      string
 	peers           string
 	electionTimeout time.Duration
@@ -62,6 +64,9 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.cfg.DataDir, "data", "", "data directory (write-ahead log)")
 	fs.StringVar(&o.secret, "secret", "", "cluster secret, at least 16 bytes (or MPAXOS_SECRET, or --secret-file)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the cluster secret")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "",
+		"file holding a token every admin request must carry as 'Authorization: Bearer TOKEN' (or MPAXOS_ADMIN_TOKEN; default: none)")
+	fs.BoolVar(&o.adminPprof, "admin-pprof", true, "serve /debug/pprof/ on the admin address (the command line is never served)")
 	fs.Uint64Var(&o.cfg.ClusterID, "cluster-id", 1, "cluster id; every replica and client must agree")
 	fs.IntVar(&o.cfg.Window, "window", d.Window, "Phase-2 window: most slots in flight")
 	fs.IntVar(&o.cfg.Batching.BatchBytesMax, "batch-bytes-max", d.Batching.BatchBytesMax, "largest batch (slot value) in bytes")
@@ -175,6 +180,10 @@ func (o *serveOptions) finish(fs *flag.FlagSet, getenv func(string) string) erro
 		return usagef("--secret: %d bytes, need at least 16", len(secret))
 	}
 	o.cfg.Secret = secret
+	if o.cfg.AdminToken, err = o.readAdminToken(getenv); err != nil {
+		return err
+	}
+	o.cfg.AdminNoPprof = !o.adminPprof
 	o.cfg.NoSync = !o.fsync
 	switch {
 	case o.cfg.Window <= 0:
@@ -221,6 +230,24 @@ func (o *serveOptions) readSecret(getenv func(string) string) ([]byte, error) {
 		return []byte(getenv("MPAXOS_SECRET")), nil
 	}
 	return nil, usagef("--secret: required (or MPAXOS_SECRET, or --secret-file)")
+}
+
+// readAdminToken reads the admin token from --admin-token-file, else MPAXOS_ADMIN_TOKEN
+// ("" if neither: the admin server then needs no token). It is never taken from the command
+// line, where ps would show it.
+func (o *serveOptions) readAdminToken(getenv func(string) string) (string, error) {
+	token := getenv("MPAXOS_ADMIN_TOKEN")
+	if o.adminTokenFile != "" {
+		b, err := os.ReadFile(o.adminTokenFile)
+		if err != nil {
+			return "", usagef("--admin-token-file: %v", err)
+		}
+		token = strings.TrimRight(string(b), "\r\n")
+		if token == "" {
+			return "", usagef("--admin-token-file %s: the file is empty", o.adminTokenFile)
+		}
+	}
+	return token, nil
 }
 
 // parsePeers parses ID=HOST:PORT,... .

@@ -501,3 +501,57 @@ func TestConfigFileSetsFlagsAndCommandLineWins(t *testing.T) {
 		t.Fatalf("secret from MPAXOS_SECRET: %v %q", err, o.cfg.Secret)
 	}
 }
+
+// Issue 15, defect 4: /debug/pprof/cmdline served --secret, and the admin port had no
+// authentication. The command line is never served; with a token, every admin path needs it;
+// pprof can be switched off.
+func TestAdminNeverServesTheSecret(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte("admin-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get := func(r *replica, path, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+r.admin+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	paths := []string{"/debug/pprof/cmdline", "/debug/pprof/", "/debug/pprof/goroutine?debug=2", "/metrics",
+		"/debug/status", "/debug/latency", "/debug/applied"}
+
+	open := startReplicas(t, 1)[0]
+	for _, path := range paths {
+		code, body := get(open, path, "")
+		if strings.Contains(body, testSecret) {
+			t.Errorf("%s (status %d) serves the secret", path, code)
+		}
+		if path == "/debug/pprof/cmdline" && code != http.StatusNotFound {
+			t.Errorf("%s: status %d, want 404", path, code)
+		}
+	}
+
+	locked := startReplicas(t, 1, "--admin-token-file", tokenFile, "--admin-pprof=false")[0]
+	for _, path := range paths {
+		if code, _ := get(locked, path, ""); code != http.StatusUnauthorized {
+			t.Errorf("%s without the token: status %d, want 401", path, code)
+		}
+		if code, _ := get(locked, path, "wrong-token"); code != http.StatusUnauthorized {
+			t.Errorf("%s with a wrong token: status %d, want 401", path, code)
+		}
+	}
+	if code, body := get(locked, "/metrics", "admin-token-0123456789"); code != 200 || !strings.Contains(body, "mpaxos_") {
+		t.Errorf("/metrics with the token: status %d", code)
+	}
+	if code, _ := get(locked, "/debug/pprof/", "admin-token-0123456789"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ with --admin-pprof=false: status %d, want 404", code)
+	}
+}
