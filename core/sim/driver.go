@@ -45,8 +45,8 @@ type driver struct {
 	// is drawn, so a candidate's peers may promise before its own promise is durable.
 	persistTicksMin int
 	persistTicksMax int
-	applyEarly  bool          // apply Chosen when the Ready is taken, not after its persist
-	incoming    *snapshot     // a snapshot fetched from a peer, until Ready.SnapshotSlot installs it
+	applyEarly      bool      // apply Chosen when the Ready is taken, not after its persist
+	incoming        *snapshot // a snapshot fetched from a peer, until Ready.SnapshotSlot installs it
 }
 
 func newDriver(w *world, n *node) driver {

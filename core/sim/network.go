@@ -32,6 +32,10 @@ func (w *world) send(n *node, m codec.Message) {
 	if frame := n.encoder.AppendMessage(nil, &m); !bytes.Equal(frame, plain) {
 		e.frame, e.compressed = frame, true
 	}
+	if w.opts.Plant == PlantCorruptFrame && w.rng.IntN(100) == 0 {
+		e.frame = bytes.Clone(e.frame)
+		e.frame[w.rng.IntN(len(e.frame))] ^= 1 << w.rng.IntN(8)
+	}
 	if !w.connected(m.From, m.To) || w.rng.IntN(100) < w.opts.DropPercent {
 		return
 	}

@@ -112,6 +112,8 @@ const (
 	PlantSnapshotWithoutSessions
 	// PlantAckBeforePersist: MessagesAfterPersist leave when the Ready is taken.
 	PlantAckBeforePersist
+	// PlantCorruptFrame: the network flips one bit in 1% of frames.
+	PlantCorruptFrame
 )
 
 // Streams of randomness derived from the seed: the run's own, and the drawing of Options.

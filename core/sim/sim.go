@@ -82,14 +82,13 @@ type world struct {
 	cut     [][]bool // cut[from-1][to-1]: messages from -> to are lost (a partition)
 	healAt  int      // the current partition heals at this tick (0: none)
 
-	global        [][]byte        // the chosen log, as first applied anywhere
-	proposed      map[string]bool // every slot value (batch) a client handed to a leader
-	clients       []*client
-	answers       map[commandKey]position // the position every applied command was answered with
-	commitChecked uint64                  // every slot below it was durable on a majority when first committed
-	leaders       []codec.Ballot          // the (leader, ballot) pairs of the previous tick
-	frame         []byte                  // scratch for round-trip checks
-	res           Result
+	global   [][]byte        // the chosen log, as first applied anywhere
+	proposed map[string]bool // every slot value (batch) a client handed to a leader
+	clients  []*client
+	answers  map[commandKey]position // the position every applied command was answered with
+	leaders  []codec.Ballot          // the (leader, ballot) pairs of the previous tick
+	frame    []byte                  // scratch for round-trip checks
+	res      Result
 }
 
 // Run simulates one cluster for opts.FaultTicks + opts.QuietTicks ticks, checking every
