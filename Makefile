@@ -20,6 +20,7 @@ PURE_PKGS := ./codec/... ./core/...
 
 FUZZTIME  ?= 10s
 SEEDS     ?= 20000
+SIM_SEEDS ?= 5000
 DURATION  ?= 10m
 RUN_ARGS  ?= --clients 64 --inflight 64 --payload 16 --duration 10s --warmup 2s
 
@@ -43,9 +44,10 @@ test: deps lint test-pure test-race test-chaos
 	@echo "make test: all green"
 
 # core's expensive assertions (core/invariants.go) are on for the pure packages: every
-# transcript, simulator seed and explorer state is checked against them.
+# transcript, simulator seed and explorer state is checked against them. The simulator runs
+# SIM_SEEDS seeds (each its own fault mix) per cluster size, 3 and 5 replicas.
 test-pure:
-	$(GO) test -count=1 -timeout 10m -tags invariants $(PURE_PKGS)
+	SIM_SEEDS=$(SIM_SEEDS) $(GO) test -count=1 -timeout 10m -tags invariants $(PURE_PKGS)
 
 test-race:
 	$(GO) test -count=1 -race -timeout 12m $(RACE_PKGS)
@@ -94,9 +96,10 @@ bench-e2e: build
 bench-rtt: deps
 	MPAXOS_RTT=1 $(GO) test -count=1 -timeout 20m -v -run . ./tests/rtt
 
-# The deterministic simulator over many more seeds than make test runs.
+# The deterministic simulator over many more seeds than make test runs (SEEDS per cluster
+# size; prints runs/s). A failure prints the seed's drawn fault mix and the command that replays it.
 sim-long:
-	$(GO) test -count=1 -timeout 0 ./core/sim -run 'TestSimLong' -seeds $(SEEDS)
+	$(GO) test -count=1 -timeout 0 -tags invariants -v ./core/sim -run 'TestSimLong' -seeds $(SEEDS)
 
 # Plants each bug of tests/planted in core (go -overlay; the tree is not edited) and runs the
 # transcripts, the simulator and the explorer against it: every one must be caught.

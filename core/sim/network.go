@@ -29,8 +29,10 @@ func (w *world) send(n *node, m codec.Message) {
 	if m.From != n.id || m.To == 0 || int(m.To) > len(w.nodes) || m.To == n.id {
 		w.fail("messages are addressed", "replica %d sent %v from %d to %d", n.id, m.Type, m.From, m.To)
 	}
-	if frame := n.encoder.AppendMessage(nil, &m); !bytes.Equal(frame, plain) {
-		e.frame, e.compressed = frame, true
+	if n.compress {
+		if frame := n.encoder.AppendMessage(nil, &m); !bytes.Equal(frame, plain) {
+			e.frame, e.compressed = frame, true
+		}
 	}
 	if w.opts.Plant == PlantCorruptFrame && w.rng.IntN(100) == 0 {
 		e.frame = bytes.Clone(e.frame)

@@ -52,8 +52,9 @@ type node struct {
 	driver   driver
 	state    stateMachine // volatile: rebuilt from the disk's snapshot on restart
 
-	encoder *codec.Encoder // this replica's outgoing frames (compression drawn per replica)
-	decoder *codec.Decoder // this replica's incoming frames
+	encoder  *codec.Encoder // this replica's outgoing frames
+	compress bool           // its encoder S2-compresses (drawn per replica)
+	decoder  *codec.Decoder // this replica's incoming frames
 
 	lives       int // restarts + 1
 	downTill    int // crashed: restarts at this tick
@@ -184,7 +185,8 @@ func newWorld(opts Options) *world {
 		n.driver = newDriver(w, n)
 		n.state.sessionsClientsMax = opts.Clients + 1 // no eviction: a retry is never applied twice
 		n.state.sessionSeqsMax = sessionSeqsMax
-		n.encoder = codec.NewEncoder(w.rng.IntN(100) < opts.CompressPercent, compressThresholdMin+w.rng.IntN(compressThresholdMin))
+		n.compress = w.rng.IntN(100) < opts.CompressPercent
+		n.encoder = codec.NewEncoder(n.compress, compressThresholdMin+w.rng.IntN(compressThresholdMin))
 		n.decoder = codec.NewDecoder(codec.DefaultLimits())
 		skew := opts.TickSkewPercent
 		n.clockRate = 100 - skew + w.rng.IntN(2*skew+1)

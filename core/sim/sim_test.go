@@ -1,11 +1,13 @@
 package sim
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,7 +101,12 @@ func runSeeds(t *testing.T, count int) {
 	jobs := make(chan job)
 	var failed atomic.Bool
 	var mu sync.Mutex
-	var failures []string
+	type failure struct {
+		seed     uint64
+		replicas int
+		text     string
+	}
+	var failures []failure
 	stats := totals{start: time.Now()}
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
@@ -110,8 +117,8 @@ func runSeeds(t *testing.T, count int) {
 				if err != nil {
 					failed.Store(true)
 					mu.Lock()
-					failures = append(failures, fmt.Sprintf("seed %d, %d replicas: %v\n  options: %v\n  replay: %s",
-						j.seed, j.replicas, err, opts, replayCommand(j.seed, j.replicas)))
+					failures = append(failures, failure{j.seed, j.replicas, fmt.Sprintf("seed %d, %d replicas: %v\n  options: %v\n  replay: %s",
+						j.seed, j.replicas, err, opts, replayCommand(j.seed, j.replicas))})
 					mu.Unlock()
 					continue
 				}
@@ -129,12 +136,15 @@ func runSeeds(t *testing.T, count int) {
 	}
 	close(jobs)
 	wg.Wait()
+	slices.SortFunc(failures, func(a, b failure) int {
+		return cmp.Or(cmp.Compare(a.seed, b.seed), cmp.Compare(a.replicas, b.replicas))
+	})
 	byInvariant := map[string]int{}
 	for i, f := range failures {
 		if i < failuresShownMax {
-			t.Error(f)
+			t.Error(f.text)
 		}
-		byInvariant[f[strings.Index(f, "invariant"):strings.Index(f, " broken")]]++
+		byInvariant[f.text[strings.Index(f.text, "invariant"):strings.Index(f.text, " broken")]]++
 	}
 	if len(failures) > 0 {
 		t.Errorf("%d runs failed: %v", len(failures), byInvariant)
@@ -144,17 +154,18 @@ func runSeeds(t *testing.T, count int) {
 		count, sizes, elapsed.Round(time.Millisecond), float64(stats.runs)/elapsed.Seconds(), runtime.GOMAXPROCS(0), stats.max, stats.sum)
 }
 
-// TestSim is the default run: 1000 seeds each of 3 and 5 replicas, each seed its own fault mix.
+// TestSim is the default run: 1000 seeds each of 3 and 5 replicas (make test: SIM_SEEDS),
+// each seed its own fault mix.
 func TestSim(t *testing.T) {
 	runSeeds(t, seedCount(1000))
 }
 
 // TestSimLong is for make sim-long: go test ./core/sim -run TestSimLong -seeds N.
 func TestSimLong(t *testing.T) {
-	if *seedsFlag == 0 && os.Getenv("SIM_SEEDS") == "" {
-		t.Skip("set -seeds N or SIM_SEEDS")
+	if *seedsFlag == 0 {
+		t.Skip("set -seeds N")
 	}
-	runSeeds(t, seedCount(0))
+	runSeeds(t, *seedsFlag)
 }
 
 // A seed replays exactly: the same options give the same run.
