@@ -26,7 +26,8 @@
 //     state; messages to it wait.
 //   - Clocks: each replica ticks at its own rate ([100-skew, 100+skew]% of the world's, skew
 //     up to 40%) with per-tick jitter; replicas never tick in lockstep.
-//   - Unprompted campaigns (duels), compactions, snapshot transfers to lagging replicas.
+//   - Unprompted campaigns (up to 2% per replica per tick: duels), compactions, snapshot
+//     transfers to lagging replicas.
 //   - Election timeouts are drawn to fit a round trip plus the slowest persist.
 //
 // After FaultTicks every fault stops (partitions heal, crashed replicas restart, pauses and
