@@ -4,18 +4,23 @@
 //	netio event loops ──HandleRequests──▶ batcher ─┐            (ingest: copies commands into
 //	        │                                      │             pooled batches; backpressure
 //	        └──HandlePeer (copy)──▶ peer queue ──▶ step loop      pauses the connection)
-//	                                               │  owns core.Replica: Step, Tick, Propose
-//	                                               │  while the Phase-2 window has room, Ready
+//	                                               │  owns core.Replica and its core/driver:
+//	                                               │  Step, Tick, Propose while the Phase-2
+//	                                               │  window has room; the driver takes Readies
 //	              netio.Send ◀── Messages ─────────┤
 //	              WAL AppendAsync ◀── Entries (queued by the step loop; group commit)
 //	              hard-state saver ◀── hard state (wal.SaveHardState)
 //	              netio.Send ◀── MessagesAfterPersist, once durable
 //	              apply goroutine ◀── Chosen (in slot order): exactly-once sessions, answers
 //	                                    each waiting client with (slot, index)
+//	              snapshot transfer goroutine ◀── snapshot file reads, writes, verify + fsync
 //
 // # Rules the stages keep
 //
-//   - One goroutine (the step loop) owns core.Replica. Persistence is asynchronous: up to
+//   - One goroutine (the step loop) owns core.Replica and the core/driver.Driver that handles
+//     its Readies: every rule below about order, the hard-state throttle, applying early and
+//     snapshot transfer is the driver's (the simulator drives the same code); the step loop
+//     implements its effects and reports completions back. Persistence is asynchronous: up to
 //     Config.PersistInflightMax Readies are in flight at once, queued into the WAL (which
 //     group-commits them and completes them in order), so the leader keeps proposing and
 //     sending Accepts, and followers keep accepting, while earlier entries sync. Readies are

@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"runtime/pprof"
 	"sync/atomic"
 
 	"github.com/mpaxos/mpaxos/codec"
@@ -26,7 +28,8 @@ type embedState struct {
 func (n *Node) startEmbed(p *core.Persisted) error {
 	n.index = newLogIndex()
 	n.snaps = &snapshots{jobs: make(chan snapshotJob, 1), writerEnd: make(chan struct{})}
-	n.xfer = newSnapshotTransfer(n)
+	dc := driverConfig(&n.cfg)
+	n.xfer = newSnapshotTransfer(n, dc.SnapshotOperationsMax())
 	meta, err := loadLatestSnapshot(n.snapshotDir())
 	if err != nil {
 		return err
@@ -53,7 +56,7 @@ func (n *Node) coreStorage(cache core.Storage) core.Storage {
 // startEmbedStages starts the snapshot writer and the snapshot transfer goroutines.
 func (n *Node) startEmbedStages() {
 	go n.runSnapshotWriter()
-	go n.xfer.run()
+	go pprof.Do(context.Background(), pprof.Labels("stage", "snapshot-transfer"), func(context.Context) { n.xfer.run() })
 }
 
 // stopEmbedStages waits for them; the apply stage has ended (it is the only snapshot sender).

@@ -43,6 +43,7 @@ type Node struct {
 	wal     *wal.WAL
 	net     *netio.Server
 	replica *core.Replica // owned by the step goroutine
+	stepper *stepper      // the step goroutine's state: core's driver and its effects
 	batcher *batching.Batcher
 	ring    *chosenRing
 	admin   *http.Server
@@ -50,7 +51,7 @@ type Node struct {
 
 	peerCh      chan codec.Message
 	kick        chan struct{} // ingest -> step: the batcher has work
-	persistCh   chan persistJob
+	persistCh   chan hardStateJob
 	persistDone chan persistResult
 	applyCh     chan applyJob
 	stop        chan struct{}
@@ -110,7 +111,7 @@ func Start(cfg Config) (*Node, error) {
 		ring:        newChosenRing(cfg.CacheBytesMax, cfg.CacheColdBytesMax),
 		peerCh:      make(chan codec.Message, cfg.PeerQueueMax),
 		kick:        make(chan struct{}, 1),
-		persistCh:   make(chan persistJob, cfg.PersistInflightMax),
+		persistCh:   make(chan hardStateJob, cfg.PersistInflightMax),
 		persistDone: make(chan persistResult, 2*cfg.PersistInflightMax), // entries + hard state per Ready
 		applyCh:     make(chan applyJob, cfg.ApplyQueueMax),
 		stop:        make(chan struct{}),
@@ -142,6 +143,10 @@ func Start(cfg Config) (*Node, error) {
 	if n.replica, err = core.New(cfg.coreConfig(r), persisted, n.coreStorage(n.ring)); err != nil {
 		_ = n.wal.Close()
 		return nil, fmt.Errorf("pipeline: start core from %s: %w", cfg.DataDir, err)
+	}
+	if n.stepper, err = newStepper(n); err != nil {
+		_ = n.wal.Close()
+		return nil, err
 	}
 	if n.net, err = netio.NewServer(cfg.networkConfig(netLogger), n); err != nil {
 		_ = n.wal.Close()
@@ -292,11 +297,10 @@ func (n *Node) Stop(ctx context.Context) error {
 // ---- ingest: netio.Handler, on the event-loop goroutines ----
 
 // HandlePeer copies m (its slices alias netio's buffer) onto the step loop's queue; when
-// the queue is full the message is dropped and counted (Paxos retransmits).
+// the queue is full the message is dropped and counted (Paxos retransmits; a snapshot
+// receiver asks again). Snapshot chunks go there too: core's driver, on the step loop, runs
+// the transfer.
 func (n *Node) HandlePeer(m *codec.Message) {
-	if n.interceptSnapshot(m) {
-		return
-	}
 	cp := copyMessage(m)
 	select {
 	case n.peerCh <- cp:

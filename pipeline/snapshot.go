@@ -411,9 +411,9 @@ func (s compactingStorage) Chosen(from uint64, maxSlots, maxBytes int, dst [][]b
 	return dst, nil
 }
 
-// installSnapshot is called on the step goroutine when core's Ready carries SnapshotSlot:
-// the snapshot of slot was received from a peer and stored durably (snapshot_transfer.go)
-// before core heard of it. It queues the install for the apply stage, in order: the apply
+// installSnapshot is called on the step goroutine when core's driver finishes a Ready that
+// carries SnapshotSlot: the snapshot of slot was received from a peer and stored durably
+// (snapshot_transfer.go) before core heard of it. It queues the install for the apply stage, in order: the apply
 // stage installs it after every chosen entry handed out before, and before those after.
 func (n *Node) installSnapshot(slot uint64) {
 	n.queueMarker(slot)

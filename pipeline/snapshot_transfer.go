@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -9,87 +8,116 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/mpaxos/mpaxos/codec"
+	"github.com/mpaxos/mpaxos/core/driver"
 )
 
-// Snapshot transfer: a replica that asks a peer for chosen slots the peer has compacted gets
-// a CatchUpReply whose Count is the peer's snapshot slot (core.SnapshotWanted). This replica
-// then fetches the snapshot file from that peer in SnapshotChunk messages:
+// Snapshot transfer: the protocol and every decision (what to ask for, what to accept, when to
+// retry and give up, when core hears of the snapshot) are core/driver's, run on the step loop.
+// This file is only the driver's snapshot file operations, done on a goroutine of their own so
+// a disk read, write or fsync never stalls the step loop:
 //
-//   - a request is a SnapshotChunk with no Data and Offset == Total == the byte offset to
-//     resume from; Slot names the snapshot being fetched (0: the sender's newest);
-//   - the sender answers with up to SnapshotConfig.ChunkWindow chunks from that offset: Slot,
-//     Offset, Total (the file's bytes), Checksum (CRC-32C of the whole file), Data (at most
-//     ChunkBytes);
-//   - the receiver writes chunks in order into a temporary file, asks for the next window once
-//     it has the current one, asks again after RetryInterval without progress, and gives up
-//     (to start over at the next hint) after retryLimit silent intervals.
+//   - read: a chunk of a local snapshot to serve a peer (the file's CRC-32C is computed once
+//     per snapshot and cached);
+//   - write: received bytes into DataDir/snapshots/snap-<slot>.snap.recv.tmp, in order, with a
+//     running CRC-32C;
+//   - finish: check the size and the sender's checksum, fsync, check the file's own header
+//     and checksum and its slot, rename it to its final name and fsync the directory; only
+//     after this reports success does the driver hand core the final chunk, so a crash at any
+//     point leaves either no snapshot or a durable one the replica restarts from;
+//   - discard: remove the temporary file of an abandoned transfer.
 //
-// Once the whole file is held and its checksum (and the file's own) verify, it is made
-// durable under its final name, and only then is the final chunk handed to core, which jumps
-// its commit point and hands Ready.SnapshotSlot back to the step loop (installSnapshot). The
-// snapshot is durable before core acts on it, so a crash right after leaves a replica that
-// restarts from it. SnapshotChunk messages never reach core otherwise: core would take a
-// request (Offset+len(Data) == Total) for a complete snapshot.
+// The driver bounds the operations in flight (driver.Config.SnapshotOperationsMax), so the
+// queues here are sized never to block the step loop. Completions go back to the step loop on
+// results.
 
-// retryLimit: silent RetryIntervals before a transfer is abandoned.
-const retryLimit = 8
+// snapshotRetryLimit: silent retry intervals (Snapshot.RetryInterval) before a transfer is
+// abandoned, to start over at the next snapshot hint.
+const snapshotRetryLimit = 8
+
+type transferOperation uint8
+
+const (
+	transferRead transferOperation = iota
+	transferWrite
+	transferFinish
+	transferDiscard
+)
+
+// transferJob is one driver snapshot operation for the transfer goroutine (op says which
+// field is set); transferResult is its completion.
+type transferJob struct {
+	op      transferOperation
+	read    driver.SnapshotRead
+	write   driver.SnapshotWrite
+	finish  driver.SnapshotFinish
+	discard driver.SnapshotDiscard
+}
+
+type transferResult struct {
+	op     transferOperation
+	read   driver.SnapshotRead
+	chunk  driver.SnapshotChunk
+	write  driver.SnapshotWrite
+	finish driver.SnapshotFinish
+	err    error
+}
 
 type snapshotTransfer struct {
-	n      *Node
-	events chan codec.Message // chunks and snapshot hints, copied off the event loops
-	quit   chan struct{}
-	done   chan struct{}
+	n       *Node
+	jobs    chan transferJob
+	results chan transferResult
+	// buffers recycles read buffers: the step loop hands one back once the driver has sent
+	// its chunk (netio encodes a message before Send returns).
+	buffers chan []byte
+	quit    chan struct{}
+	done    chan struct{}
 
-	recv *receiving        // the transfer in progress (run goroutine only)
-	crcs map[uint64]uint32 // whole-file checksums of local snapshots, by slot (run goroutine only)
-	buf  []byte
+	// The transfer goroutine's own state.
+	crcs      map[uint64]uint32 // whole-file checksums of local snapshots, by slot
+	receiving receivedFile
 }
 
-// receiving is one incoming snapshot.
-type receiving struct {
-	from      uint32
-	slot      uint64 // 0 until the first chunk names it
-	total     uint64
-	checksum  uint32
-	offset    uint64 // bytes written
-	windowEnd uint64 // the offset the current request's window ends at
-	crc       uint32
-	file      *os.File
-	path      string
-	silent    int // retry intervals without progress
-	progress  bool
-	lastChunk []byte
+// receivedFile is the temporary file of the transfer being received.
+type receivedFile struct {
+	transfer uint64
+	slot     uint64
+	file     *os.File
+	path     string
+	size     uint64
+	crc      uint32
 }
 
-func newSnapshotTransfer(n *Node) *snapshotTransfer {
+func newSnapshotTransfer(n *Node, operationsMax int) *snapshotTransfer {
 	return &snapshotTransfer{
-		n:      n,
-		events: make(chan codec.Message, 2*n.cfg.Snapshot.ChunkWindow+16),
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
-		crcs:   make(map[uint64]uint32),
+		n:       n,
+		jobs:    make(chan transferJob, operationsMax+1), // + one discard
+		results: make(chan transferResult, operationsMax),
+		buffers: make(chan []byte, operationsMax),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		crcs:    make(map[uint64]uint32),
 	}
 }
 
-// interceptSnapshot runs on an event loop for every peer message: snapshot chunks go to the
-// transfer goroutine instead of core, snapshot hints go to both. It reports whether m was
-// consumed.
-func (n *Node) interceptSnapshot(m *codec.Message) bool {
-	switch {
-	case m.Type == codec.TypeSnapshotChunk:
-		n.xfer.offer(copyMessage(m))
-		return true
-	case m.Type == codec.TypeCatchUpReply && m.Count > 0:
-		n.xfer.offer(codec.Message{Type: m.Type, From: m.From, To: m.To, Count: m.Count})
-	}
-	return false
-}
-
-func (x *snapshotTransfer) offer(m codec.Message) {
+// queue hands an operation to the transfer goroutine, on the step loop. The driver keeps at
+// most operationsMax in flight and one discard besides, which the channel holds: a full
+// channel is a broken invariant, not backpressure.
+func (x *snapshotTransfer) queue(job transferJob) {
 	select {
-	case x.events <- m:
-	default: // full: the requester retries
+	case x.jobs <- job:
+	default:
+		panic(fmt.Sprintf("pipeline: replica %d: snapshot operations beyond the driver's bound %d", x.n.cfg.ID, cap(x.jobs)))
+	}
+}
+
+// recycle takes back a read buffer, on the step loop.
+func (x *snapshotTransfer) recycle(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	select {
+	case x.buffers <- b[:0]:
+	default:
 	}
 }
 
@@ -100,98 +128,61 @@ func (x *snapshotTransfer) stop() {
 
 func (x *snapshotTransfer) run() {
 	defer close(x.done)
-	defer x.abandon("stopping")
-	ticker := time.NewTicker(x.n.cfg.Snapshot.RetryInterval)
-	defer ticker.Stop()
+	defer x.removeReceived()
 	for {
 		select {
 		case <-x.quit:
 			return
-		case <-ticker.C:
-			x.tick()
-		case m := <-x.events:
-			switch {
-			case m.Type == codec.TypeCatchUpReply:
-				x.hint(m.From, m.Count)
-			case len(m.Data) == 0:
-				x.serve(&m)
-			default:
-				x.receive(&m)
+		case job := <-x.jobs:
+			switch job.op {
+			case transferRead:
+				chunk, err := x.read(job.read)
+				x.report(transferResult{op: job.op, read: job.read, chunk: chunk, err: err})
+			case transferWrite:
+				err := x.write(job.write)
+				x.report(transferResult{op: job.op, write: job.write, err: err})
+			case transferFinish:
+				err := x.finish(job.finish)
+				x.report(transferResult{op: job.op, finish: job.finish, err: err})
+			case transferDiscard:
+				if x.receiving.transfer == job.discard.Transfer {
+					x.removeReceived()
+				}
 			}
 		}
 	}
 }
 
-// hint: peer from has compacted below slot; fetch its snapshot unless one is coming.
-func (x *snapshotTransfer) hint(from uint32, slot uint64) {
-	if x.recv != nil || x.n.Position().Slot >= slot {
-		return
+// report hands a completion to the step loop; results holds one per operation in flight.
+func (x *snapshotTransfer) report(res transferResult) {
+	select {
+	case x.results <- res:
+	default:
+		panic(fmt.Sprintf("pipeline: replica %d: snapshot completions beyond the driver's bound %d", x.n.cfg.ID, cap(x.results)))
 	}
-	x.recv = &receiving{from: from}
-	x.request()
 }
 
-func (x *snapshotTransfer) request() {
-	r := x.recv
-	r.windowEnd = r.offset + uint64(x.n.cfg.Snapshot.ChunkWindow*x.n.cfg.Snapshot.ChunkBytes)
-	x.n.send(&codec.Message{Type: codec.TypeSnapshotChunk, From: x.n.cfg.ID, To: r.from,
-		Slot: r.slot, Offset: r.offset, Total: r.offset})
-}
-
-func (x *snapshotTransfer) tick() {
-	r := x.recv
-	if r == nil {
-		return
-	}
-	if r.progress {
-		r.progress, r.silent = false, 0
-		return
-	}
-	r.silent++
-	if r.silent > retryLimit {
-		x.abandon("no progress")
-		return
-	}
-	x.request()
-}
-
-func (x *snapshotTransfer) abandon(reason string) {
-	r := x.recv
-	if r == nil {
-		return
-	}
-	if r.file != nil {
-		_ = r.file.Close()
-		_ = os.Remove(r.path)
-	}
-	if reason != "stopping" && reason != "done" {
-		x.n.log.Warn("pipeline: snapshot transfer abandoned", "from", r.from, "slot", r.slot,
-			"bytes", r.offset, "total", r.total, "reason", reason)
-	}
-	x.recv = nil
-}
-
-// serve answers a request with up to ChunkWindow chunks of the requested snapshot.
-func (x *snapshotTransfer) serve(m *codec.Message) {
+// read reads a chunk of a local snapshot for a peer.
+func (x *snapshotTransfer) read(read driver.SnapshotRead) (driver.SnapshotChunk, error) {
 	n := x.n
-	slot := m.Slot
+	slot := read.Slot
 	if slot == 0 {
 		n.snaps.mu.Lock()
 		slot = n.snaps.latest
 		n.snaps.mu.Unlock()
 	}
 	if slot == 0 {
-		return
+		return driver.SnapshotChunk{}, fmt.Errorf("%w: no snapshot to serve", ErrSnapshot)
 	}
 	path := filepath.Join(n.snapshotDir(), snapshotName(slot))
 	f, err := os.Open(path)
 	if err != nil {
-		return // deleted meanwhile: the receiver starts over with the newest
+		return driver.SnapshotChunk{}, err // deleted meanwhile: the receiver starts over with the newest
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return
+		return driver.SnapshotChunk{}, err
 	}
 	total := uint64(info.Size())
 	crc, ok := x.crcs[slot]
@@ -199,119 +190,162 @@ func (x *snapshotTransfer) serve(m *codec.Message) {
 		h := crc32.New(crcTable)
 		if _, err := io.Copy(h, f); err != nil {
 			n.log.Warn("pipeline: reading snapshot to serve", "path", path, "err", err)
-			return
+			return driver.SnapshotChunk{}, err
 		}
 		crc = h.Sum32()
 		clear(x.crcs) // only the newest few are ever served
 		x.crcs[slot] = crc
 	}
-	chunk := n.cfg.Snapshot.ChunkBytes
-	if cap(x.buf) < chunk {
-		x.buf = make([]byte, chunk)
+	if read.Offset >= total {
+		return driver.SnapshotChunk{}, fmt.Errorf("%w: offset %d is past snapshot %d's %d bytes", ErrSnapshot, read.Offset, slot, total)
 	}
-	offset := m.Offset
-	for i := 0; i < n.cfg.Snapshot.ChunkWindow && offset < total; i++ {
-		size := min(uint64(chunk), total-offset)
-		data := x.buf[:size]
-		if _, err := f.ReadAt(data, int64(offset)); err != nil {
-			n.log.Warn("pipeline: reading snapshot to serve", "path", path, "err", err)
-			return
-		}
-		n.send(&codec.Message{Type: codec.TypeSnapshotChunk, From: n.cfg.ID, To: m.From,
-			Slot: slot, Offset: offset, Total: total, Checksum: crc, Data: data})
-		offset += size
+	var buf []byte
+	select {
+	case buf = <-x.buffers:
+	default:
 	}
+	size := min(uint64(read.BytesMax), total-read.Offset)
+	if uint64(cap(buf)) < size {
+		buf = make([]byte, size)
+	}
+	data := buf[:size]
+	if _, err := f.ReadAt(data, int64(read.Offset)); err != nil {
+		n.log.Warn("pipeline: reading snapshot to serve", "path", path, "err", err)
+		return driver.SnapshotChunk{}, err
+	}
+	return driver.SnapshotChunk{Slot: slot, Total: total, Checksum: crc, Data: data}, nil
 }
 
-// receive writes one chunk of the transfer in progress.
-func (x *snapshotTransfer) receive(m *codec.Message) {
-	r := x.recv
-	if r == nil || m.From != r.from {
-		return
-	}
-	if r.slot == 0 && m.Offset == 0 {
-		if err := x.open(r, m); err != nil {
-			x.abandon(err.Error())
-			return
+// write writes received bytes in order into the transfer's temporary file.
+func (x *snapshotTransfer) write(w driver.SnapshotWrite) error {
+	r := &x.receiving
+	if w.Offset == 0 {
+		if err := x.create(w); err != nil {
+			return err
 		}
 	}
-	if m.Slot != r.slot || m.Total != r.total || m.Checksum != r.checksum || m.Offset != r.offset {
-		return // another snapshot, a duplicate, or out of order: the retry re-requests
+	if r.file == nil || r.transfer != w.Transfer || r.size != w.Offset {
+		return fmt.Errorf("%w: write of transfer %d at %d, the file holds transfer %d up to %d",
+			ErrSnapshot, w.Transfer, w.Offset, r.transfer, r.size)
 	}
-	if _, err := r.file.Write(m.Data); err != nil {
-		x.abandon(err.Error())
-		return
+	if _, err := r.file.Write(w.Data); err != nil {
+		return err
 	}
-	r.crc = crc32.Update(r.crc, crcTable, m.Data)
-	r.offset += uint64(len(m.Data))
-	r.progress = true
-	r.lastChunk = append(r.lastChunk[:0], m.Data...)
-	switch {
-	case r.offset == r.total:
-		if err := x.finish(r); err != nil {
-			x.abandon(err.Error())
-		}
-	case r.offset >= r.windowEnd:
-		x.request()
-	}
+	r.crc = crc32.Update(r.crc, crcTable, w.Data)
+	r.size += uint64(len(w.Data))
+	return nil
 }
 
-func (x *snapshotTransfer) open(r *receiving, m *codec.Message) error {
+// create starts a transfer's temporary file, removing any left by an earlier one.
+func (x *snapshotTransfer) create(w driver.SnapshotWrite) error {
+	x.removeReceived()
 	dir := x.n.snapshotDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	r.slot, r.total, r.checksum = m.Slot, m.Total, m.Checksum
-	r.path = filepath.Join(dir, snapshotName(r.slot)+".recv.tmp")
-	var err error
-	r.file, err = os.OpenFile(r.path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	return err
+	path := filepath.Join(dir, snapshotName(w.Slot)+".recv.tmp")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	x.receiving = receivedFile{transfer: w.Transfer, slot: w.Slot, file: f, path: path}
+	return nil
 }
 
-// finish verifies the received file, makes it durable under its final name and hands the
-// final chunk to core.
-func (x *snapshotTransfer) finish(r *receiving) error {
+// finish verifies the received file and makes it durable under its final name.
+func (x *snapshotTransfer) finish(f driver.SnapshotFinish) error {
 	n := x.n
-	if r.crc != r.checksum {
-		return fmt.Errorf("%w: received snapshot %d has checksum %08x, sender said %08x", ErrSnapshot, r.slot, r.crc, r.checksum)
+	r := &x.receiving
+	if r.file == nil || r.transfer != f.Transfer {
+		return fmt.Errorf("%w: finish of transfer %d, the file holds transfer %d", ErrSnapshot, f.Transfer, r.transfer)
+	}
+	if r.size != f.Total || r.crc != f.Checksum {
+		return fmt.Errorf("%w: received snapshot %d has %d bytes with checksum %08x, sender said %d with %08x",
+			ErrSnapshot, f.Slot, r.size, r.crc, f.Total, f.Checksum)
 	}
 	if !n.cfg.NoSync {
 		if err := r.file.Sync(); err != nil {
 			return err
 		}
 	}
-	if err := r.file.Close(); err != nil {
-		return err
-	}
+	err := r.file.Close()
 	r.file = nil
-	meta, f, _, err := readSnapshotMeta(r.path)
 	if err != nil {
-		_ = os.Remove(r.path)
 		return err
 	}
-	_ = f.Close()
-	if meta.slot != r.slot {
-		_ = os.Remove(r.path)
-		return fmt.Errorf("%w: received snapshot says slot %d, chunks said %d", ErrSnapshot, meta.slot, r.slot)
-	}
-	final := filepath.Join(n.snapshotDir(), snapshotName(r.slot))
-	if err := os.Rename(r.path, final); err != nil {
+	meta, file, _, err := readSnapshotMeta(r.path)
+	if err != nil {
 		return err
 	}
+	_ = file.Close()
+	if meta.slot != f.Slot {
+		return fmt.Errorf("%w: received snapshot says slot %d, chunks said %d", ErrSnapshot, meta.slot, f.Slot)
+	}
+	if err := os.Rename(r.path, filepath.Join(n.snapshotDir(), snapshotName(f.Slot))); err != nil {
+		return err
+	}
+	r.path = ""
 	if !n.cfg.NoSync {
 		if err := syncDir(n.snapshotDir()); err != nil {
 			return err
 		}
 	}
-	n.log.Info("pipeline: received snapshot", "from", r.from, "slot", r.slot, "bytes", r.total)
-	last := codec.Message{Type: codec.TypeSnapshotChunk, From: r.from, To: n.cfg.ID, Slot: r.slot,
-		Offset: r.total - uint64(len(r.lastChunk)), Total: r.total, Checksum: r.checksum,
-		Data: append([]byte(nil), r.lastChunk...)}
-	x.recv = nil
-	select {
-	case n.peerCh <- last:
-	case <-x.quit:
-		return errors.New("stopping")
-	}
+	n.log.Info("pipeline: received snapshot", "from", f.From, "slot", f.Slot, "bytes", f.Total)
+	*r = receivedFile{}
 	return nil
+}
+
+// removeReceived closes and removes the temporary file of the transfer being received, if any.
+func (x *snapshotTransfer) removeReceived() {
+	r := &x.receiving
+	if r.file != nil {
+		_ = r.file.Close()
+	}
+	if r.path != "" {
+		_ = os.Remove(r.path)
+	}
+	*r = receivedFile{}
+}
+
+// ---- driver.Effects' snapshot operations, on the step loop ----
+
+func (s *stepper) ReadSnapshot(read driver.SnapshotRead) {
+	s.n.xfer.queue(transferJob{op: transferRead, read: read})
+}
+
+func (s *stepper) WriteSnapshot(write driver.SnapshotWrite) {
+	s.n.xfer.queue(transferJob{op: transferWrite, write: write})
+}
+
+func (s *stepper) FinishSnapshot(finish driver.SnapshotFinish) {
+	s.n.xfer.queue(transferJob{op: transferFinish, finish: finish})
+}
+
+func (s *stepper) DiscardSnapshot(discard driver.SnapshotDiscard) {
+	s.n.log.Warn("pipeline: snapshot transfer abandoned", "from", discard.From, "slot", discard.Slot,
+		"bytes", discard.Bytes, "total", discard.Total, "reason", discard.Reason)
+	if discard.Bytes > 0 {
+		s.n.xfer.queue(transferJob{op: transferDiscard, discard: discard})
+	}
+}
+
+// transferDone hands a snapshot operation's completion to the driver.
+func (s *stepper) transferDone(res *transferResult) {
+	switch res.op {
+	case transferRead:
+		s.d.SnapshotReadDone(res.read, res.chunk, res.err)
+		s.n.xfer.recycle(res.chunk.Data) // the driver sent it: netio encoded it already
+	case transferWrite:
+		if res.err != nil {
+			s.n.log.Warn("pipeline: writing a received snapshot", "slot", res.write.Slot, "err", res.err)
+		}
+		s.d.SnapshotWritten(res.write, res.err)
+	case transferFinish:
+		s.d.SnapshotFinished(res.finish, res.err)
+	}
+}
+
+// ticksOf converts a duration to whole ticks of interval, at least one.
+func ticksOf(d, interval time.Duration) int {
+	return max(1, int((d+interval-1)/interval))
 }

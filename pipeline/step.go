@@ -3,43 +3,35 @@ package pipeline
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mpaxos/mpaxos/codec"
 	"github.com/mpaxos/mpaxos/core"
+	"github.com/mpaxos/mpaxos/core/driver"
 	"github.com/mpaxos/mpaxos/wal"
 )
 
 // commitSaveInterval bounds how often a commit-point-only change of the hard state is made
-// durable. The commit point is not needed for safety (it is re-learned), only to restart
-// without re-fetching what was chosen; saving it on every Ready would add an fsync per Ready.
-// A new promise is always saved at once.
+// durable (driver.Config.CommitSaveTicks, in ticks of Config.TickInterval). The commit point
+// is not needed for safety (it is re-learned), only to restart without re-fetching what was
+// chosen; saving it on every Ready would add an fsync per Ready. A new promise is always saved.
 const commitSaveInterval = 50 * time.Millisecond
 
 // peerBurstMax bounds the peer messages stepped before the loop looks at its other inputs.
 const peerBurstMax = 512
 
-// persistJob is one Ready's durable part: the step loop queues its entries into the WAL
-// itself and hands its hard state, if any, to the hard-state saver.
-type persistJob struct {
-	seq       uint64 // the Ready's place in the FIFO of persists
-	hardState []byte // nil: nothing to save
-	entries   []codec.Entry
-	start     time.Time
+// hardStateJob is one Ready's hard state for the hard-state saver.
+type hardStateJob struct {
+	seq       uint64 // the Ready's place in the driver's FIFO of persists
+	hardState []byte
 }
 
+// persistResult reports one durable part of a Ready's persist to the step loop.
 type persistResult struct {
-	seq uint64
-	err error
-}
-
-// pendingReady is a Ready handed out by core whose persist is in flight (or, if durable, one
-// that waits for an earlier persist: Readies finish in the order core handed them out).
-type pendingReady struct {
-	rd      core.Ready
-	seq     uint64
-	parts   int  // parts of its persist not yet durable: the entries, the hard state
-	applied bool // Chosen already went to the apply stage when the Ready was taken
+	seq  uint64
+	part driver.Part
+	err  error
 }
 
 // applyJob is work for the apply goroutine: chosen entries in slot order, or (failAll) an
@@ -51,26 +43,35 @@ type applyJob struct {
 	status  codec.Status
 }
 
-// stepper is the state of the one goroutine that owns core.Replica.
+// driverConfig is the Ready-handling policy of core/driver for c.
+func driverConfig(c *Config) driver.Config {
+	return driver.Config{
+		PersistInflightMax: c.PersistInflightMax,
+		CommitSaveTicks:    ticksOf(commitSaveInterval, c.TickInterval),
+		ChunkBytes:         c.Snapshot.ChunkBytes,
+		ChunkWindow:        c.Snapshot.ChunkWindow,
+		RetryTicks:         ticksOf(c.Snapshot.RetryInterval, c.TickInterval),
+		RetryLimit:         snapshotRetryLimit,
+		ServesMax:          max(1, len(c.Peers)-1),
+	}
+}
+
+// stepper is the state of the one goroutine that owns core.Replica and its driver. It is the
+// driver's Effects: the driver decides what to send, persist, apply and install, and when; the
+// stepper does it (queues into the WAL, hands to the hard-state saver, netio, the apply stage
+// and the snapshot transfer goroutine) and reports completions back.
 type stepper struct {
 	n *Node
 	r *core.Replica
+	d *driver.Driver
 
 	held       []byte // a batch core refused with ErrWindowFull, proposed first next time
 	heldOpened time.Time
 	heldCount  int
 
-	// pending: Readies whose persist is in flight, oldest first (at most PersistInflightMax).
-	// core allows several outstanding; they are finished and advanced strictly in order.
-	pending   []pendingReady
-	nextSeq   uint64
-	unapplied int // pending Readies whose Chosen waits for their persist (order: later ones wait too)
-
-	leading        bool
-	ballot         codec.Ballot
-	leader         uint32
-	savedPromised  codec.Ballot
-	lastCommitSave time.Time
+	leading bool
+	ballot  codec.Ballot
+	leader  uint32
 
 	// proposedSlot/proposedAt: when each in-flight slot was proposed, indexed by slot modulo
 	// the length (at least twice the window, so in-flight slots never collide).
@@ -83,10 +84,19 @@ type stepper struct {
 	offsets []int
 }
 
-func (n *Node) runStep() {
-	defer close(n.stepDone)
+func newStepper(n *Node) (*stepper, error) {
 	size := 2 * n.cfg.Window
 	s := &stepper{n: n, r: n.replica, proposedSlot: make([]uint64, size), proposedAt: make([]time.Time, size)}
+	var err error
+	if s.d, err = driver.New(driverConfig(&n.cfg), n.replica, s); err != nil {
+		return nil, fmt.Errorf("pipeline: %w: %w", err, ErrInvalidConfig)
+	}
+	return s, nil
+}
+
+func (n *Node) runStep() {
+	defer close(n.stepDone)
+	s := n.stepper
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
@@ -103,26 +113,33 @@ func (n *Node) runStep() {
 				break
 			}
 		case <-ticker.C:
-			s.r.Tick()
+			s.d.Tick()
 		case <-n.kick:
 		case res := <-n.persistDone:
 			if res.err != nil {
 				s.fail(res.err)
 				return
 			}
-			s.persisted(res.seq)
+			s.d.Persisted(res.seq, res.part)
+		case res := <-n.xfer.results:
+			s.transferDone(&res)
 		case <-n.stop:
 			s.shutdown()
 			return
 		}
 		s.observeLeadership()
 		s.propose()
-		s.ready()
+		// The driver takes core's Readies while fewer than PersistInflightMax persists are in
+		// flight: Messages leave at once, the durable part queues behind the earlier persists
+		// (the WAL group-commits them), and the rest waits for it. So the leader keeps
+		// proposing and sending Accepts while earlier entries sync, and a follower keeps
+		// accepting while its previous batch syncs.
+		s.d.Drive()
 	}
 }
 
 func (s *stepper) step(m *codec.Message) {
-	if err := s.r.Step(*m); err != nil {
+	if err := s.d.Step(m); err != nil {
 		s.n.log.Debug("pipeline: peer message refused", "from", m.From, "type", m.Type, "err", err)
 	}
 }
@@ -217,105 +234,25 @@ func (s *stepper) dropPending(status codec.Status) {
 	n.applyCh <- applyJob{failAll: true, status: status}
 }
 
-// ready drains core's Readies while fewer than PersistInflightMax persists are in flight:
-// Messages leave at once, the durable part queues behind the earlier persists (the WAL
-// group-commits them), and the rest waits for it (finish). So the leader keeps proposing and
-// sending Accepts while earlier entries sync, and a follower keeps accepting while its
-// previous batch syncs.
-func (s *stepper) ready() {
-	for len(s.pending) < s.n.cfg.PersistInflightMax && s.r.HasReady() {
-		s.readyOne()
-	}
+// ---- driver.Effects, on the step loop (snapshot operations: snapshot_transfer.go) ----
+
+// Send hands a message to netio, which encodes it before returning.
+func (s *stepper) Send(m *codec.Message) { s.n.send(m) }
+
+// SaveHardState hands the hard state to the hard-state saver.
+func (s *stepper) SaveHardState(seq uint64, hs core.HardState) {
+	// Capacity PersistInflightMax, and the driver keeps at most that many in flight: never blocks.
+	s.n.persistCh <- hardStateJob{seq: seq, hardState: encodeHardState(hs)}
 }
 
-func (s *stepper) readyOne() {
-	rd := s.r.Ready()
-	n := s.n
-	for i := range rd.Messages {
-		n.send(&rd.Messages[i])
-	}
-	p := pendingReady{rd: rd, seq: s.nextSeq}
-	s.nextSeq++
-	if rd.SnapshotSlot == 0 && s.unapplied == 0 {
-		// Chosen values are durable on a majority already: the answers need not wait for
-		// this replica's own fsync. A snapshot install waits for its persist, and whatever
-		// is chosen after it waits behind it (the apply stage takes everything in order).
-		s.apply(rd.Chosen)
-		p.applied = true
-	}
-	job := persistJob{seq: p.seq, entries: rd.Entries, start: time.Now()}
-	if rd.MustSaveHardState && (rd.HardState.Promised != s.savedPromised ||
-		job.start.Sub(s.lastCommitSave) >= commitSaveInterval) {
-		job.hardState = encodeHardState(rd.HardState)
-		s.savedPromised, s.lastCommitSave = rd.HardState.Promised, job.start
-	}
-	if len(job.entries) > 0 {
-		p.parts++
-	}
-	if job.hardState != nil {
-		p.parts++
-	}
-	if p.parts == 0 && len(s.pending) == 0 {
-		s.finish(p)
-		return
-	}
-	// With nothing to write it still waits its turn: it may vouch for what earlier Readies write.
-	if job.hardState != nil {
-		n.persistCh <- job // capacity PersistInflightMax, and at most that many pending: never blocks
-	}
-	if len(job.entries) > 0 {
-		s.appendEntries(job)
-	}
-	if !p.applied {
-		s.unapplied++
-	}
-	s.pending = append(s.pending, p)
-}
+// Apply hands chosen entries to the apply stage.
+func (s *stepper) Apply(chosen []codec.Entry) { s.apply(chosen) }
 
-// persisted records that one part of the persist of the Ready with sequence seq is durable
-// and finishes, in order, every pending Ready that is wholly durable and has no earlier one
-// still in flight.
-func (s *stepper) persisted(seq uint64) {
-	for i := range s.pending {
-		if s.pending[i].seq == seq {
-			s.pending[i].parts--
-			break
-		}
-	}
-	done := 0
-	for done < len(s.pending) && s.pending[done].parts == 0 {
-		p := s.pending[done]
-		s.pending[done] = pendingReady{}
-		done++
-		if !p.applied {
-			s.unapplied--
-		}
-		s.finish(p)
-	}
-	s.pending = s.pending[:copy(s.pending, s.pending[done:])]
-}
-
-// finish completes a Ready whose durable part (and every earlier Ready's) is durable.
-func (s *stepper) finish(p pendingReady) {
-	n := s.n
-	rd := p.rd
-	for i := range rd.MessagesAfterPersist {
-		n.send(&rd.MessagesAfterPersist[i])
-	}
-	if rd.SnapshotSlot != 0 {
-		n.installSnapshot(rd.SnapshotSlot)
-	}
-	if !p.applied {
-		s.apply(rd.Chosen)
-	}
-	s.r.Advance(rd)
-}
+// InstallSnapshot queues the install of a received, durable snapshot for the apply stage.
+func (s *stepper) InstallSnapshot(slot uint64) { s.n.installSnapshot(slot) }
 
 // apply hands chosen entries to the apply stage (in slot order) and to the chosen-value cache.
 func (s *stepper) apply(chosen []codec.Entry) {
-	if len(chosen) == 0 {
-		return
-	}
 	n := s.n
 	now := time.Now()
 	for _, e := range chosen {
@@ -342,17 +279,17 @@ func (s *stepper) shutdown() {
 	n := s.n
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
-	for len(s.pending) > 0 {
+wait:
+	for s.d.Inflight() > 0 {
 		select {
 		case res := <-n.persistDone:
 			if res.err != nil {
-				s.pending, s.unapplied = nil, 0
-				break
+				break wait
 			}
-			s.persisted(res.seq)
+			s.d.Persisted(res.seq, res.part)
 		case <-timeout.C:
-			n.log.Error("pipeline: stop: WAL writes still running after 10s", "readies", len(s.pending))
-			s.pending, s.unapplied = nil, 0
+			n.log.Error("pipeline: stop: WAL writes still running after 10s", "readies", s.d.Inflight())
+			break wait
 		}
 	}
 	s.dropPending(codec.StatusShutdown)
@@ -370,41 +307,40 @@ func (s *stepper) fail(err error) {
 	case n.fatal <- errors.Join(ErrWAL, err):
 	default:
 	}
-	s.pending, s.unapplied = nil, 0
 	s.dropPending(codec.StatusUnavailable)
 	close(n.applyCh)
 	close(n.persistCh)
 }
 
-// appendEntries queues a Ready's entries into the WAL as records keyed by slot. AppendAsync
+// PersistEntries queues a Ready's entries into the WAL as records keyed by slot. AppendAsync
 // returns once they are queued (the WAL group-commits everything queued into one fsync and
 // completes appends in order), so the step loop goes on at once; it hears of the entries'
-// durability on persistDone and restores the order of Readies itself. Queuing here rather than
-// on a goroutine of its own saves a hand-off (a thread wake-up) per Ready on the path every
-// Accepted waits for; AppendAsync blocks only while the WAL's queue is full, and the WAL
+// durability on persistDone and the driver restores the order of Readies. Queuing here rather
+// than on a goroutine of its own saves a hand-off (a thread wake-up) per Ready on the path
+// every Accepted waits for; AppendAsync blocks only while the WAL's queue is full, and the WAL
 // writer never waits for this loop (persistDone holds two results per Ready in flight).
-func (s *stepper) appendEntries(job persistJob) {
+func (s *stepper) PersistEntries(seq uint64, entries []codec.Entry) {
 	n := s.n
+	start := time.Now()
 	s.arena, s.recs, s.offsets = s.arena[:0], s.recs[:0], s.offsets[:0]
-	for i := range job.entries {
+	for i := range entries {
 		s.offsets = append(s.offsets, len(s.arena))
-		s.arena = appendEntryPayload(s.arena, &job.entries[i])
+		s.arena = appendEntryPayload(s.arena, &entries[i])
 	}
 	s.offsets = append(s.offsets, len(s.arena))
-	for i := range job.entries {
-		s.recs = append(s.recs, wal.Record{Type: recordEntry, Key: job.entries[i].Slot,
+	for i := range entries {
+		s.recs = append(s.recs, wal.Record{Type: recordEntry, Key: entries[i].Slot,
 			Payload: s.arena[s.offsets[i]:s.offsets[i+1]]})
 	}
-	seq, start := job.seq, job.start
 	// done runs on the WAL writer goroutine.
 	err := n.wal.AppendAsync(s.recs, func(err error) {
 		d := time.Since(start)
 		n.latency.persist.record(d)
 		n.metrics.persistSeconds.Observe(d.Seconds())
-		n.persistDone <- persistResult{seq: seq, err: err}
+		n.persistDone <- persistResult{seq: seq, part: driver.PartEntries, err: err}
 	})
 	if err != nil {
-		n.persistDone <- persistResult{seq: seq, err: err}
+		n.persistDone <- persistResult{seq: seq, part: driver.PartEntries, err: err}
 	}
 }
 
@@ -413,11 +349,11 @@ func (s *stepper) appendEntries(job persistJob) {
 // entries of the Readies behind it; saving a Ready's hard state before an earlier Ready's
 // entries are durable is safe (the promise only rises, and the commit point covers only
 // entries already durable). The step loop hears of each part of each Ready once it is
-// durable; it restores the order itself.
+// durable; the driver restores the order.
 func (n *Node) runPersist() {
 	defer close(n.persistExit)
 	for job := range n.persistCh {
 		// persistDone holds two results per Ready in flight: never blocks.
-		n.persistDone <- persistResult{seq: job.seq, err: n.wal.SaveHardState(job.hardState)}
+		n.persistDone <- persistResult{seq: job.seq, part: driver.PartHardState, err: n.wal.SaveHardState(job.hardState)}
 	}
 }
