@@ -63,7 +63,7 @@
 //   - Encoder and Decoder keep scratch buffers: one per connection, not shared across goroutines.
 //     The functions are safe for concurrent use.
 //
-// The numbers in this package — Version, FrameHeaderSize, the MsgType, Status, Role and Feature
+// The numbers in this package — Version, HandshakeVersion, FrameHeaderSize, the MsgType, Status, Role and Feature
 // values, FlagCompressed, the field order of each body, the batch format byte, BatchHeaderSize
 // and the HMAC labels — are part of the format: changing one breaks every deployed peer and
 // every slot value already in a WAL.

@@ -1,8 +1,6 @@
 package codec
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"runtime"
@@ -451,41 +449,6 @@ func TestLimitsValidate(t *testing.T) {
 		if !errors.Is(err, ErrInvalidLimits) || !strings.Contains(err.Error(), "Limits."+tt.field) {
 			t.Fatalf("%s: Validate = %v, want ErrInvalidLimits naming the field", tt.field, err)
 		}
-	}
-}
-
-// TestHandshakeMACs recomputes both proofs from the byte layout docs/PROTOCOL.md gives.
-func TestHandshakeMACs(t *testing.T) {
-	secret := []byte("cluster secret")
-	var nonce [NonceSize]byte
-	for i := range nonce {
-		nonce[i] = byte(i)
-	}
-	manual := func(label string) [MACSize]byte {
-		msg := []byte(label)
-		msg = append(msg, nonce[:]...)
-		msg = append(msg, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01) // cluster id
-		msg = append(msg, 0x03, 0, 0, 0)                                  // replica id 3
-		msg = append(msg, 0x01, 0, 0, 0)                                  // FeatureS2
-		h := hmac.New(sha256.New, secret)
-		h.Write(msg)
-		var mac [MACSize]byte
-		copy(mac[:], h.Sum(nil))
-		return mac
-	}
-	hello := HelloMAC(secret, nonce, 0x0102030405060708, 3, FeatureS2)
-	welcome := WelcomeMAC(secret, nonce, 0x0102030405060708, 3, FeatureS2)
-	if !VerifyMAC(hello, manual("mpaxos-hello")) {
-		t.Fatal("HelloMAC does not match the documented input layout")
-	}
-	if !VerifyMAC(welcome, manual("mpaxos-welcome")) {
-		t.Fatal("WelcomeMAC does not match the documented input layout")
-	}
-	if VerifyMAC(hello, welcome) {
-		t.Fatal("Hello and Welcome proofs are interchangeable")
-	}
-	if VerifyMAC(hello, HelloMAC([]byte("other secret"), nonce, 0x0102030405060708, 3, FeatureS2)) {
-		t.Fatal("the proof does not depend on the secret")
 	}
 }
 

@@ -17,6 +17,13 @@ func TestGoldenFrames(t *testing.T) {
 		}
 		return b
 	}
+	// The peer handshake of docs/PROTOCOL.md §8: replica 1 connects to replica 2 (the proofs'
+	// transcript is testTranscript's, secret "cluster secret").
+	secret := []byte("cluster secret")
+	tr := testTranscript()
+	peerHello := Hello{Version: HandshakeVersion, Role: RolePeer, ClusterID: tr.ClusterID, ReplicaID: 1,
+		Features: FeatureS2, Nonce: tr.ConnectorNonce, MAC: InitiatorMAC(secret, &tr)}
+	peerWelcome := Welcome{ReplicaID: 2, Features: FeatureS2, MAC: ResponderMAC(secret, &tr)}
 	batch := AppendBatch(nil, []Command{{ClientID: 42, Seq: 7, SeqFloor: 5, Payload: []byte("hi")}, {ClientID: 43, Seq: 300, SeqFloor: 300}})
 	tests := []struct {
 		name string
@@ -43,8 +50,16 @@ func TestGoldenFrames(t *testing.T) {
 			"1c000000 01 1e 00 00  01000000 02000000  0600000000000000 01000000  6400000000000000"},
 		{"PreVoteReply", AppendMessage(nil, &Message{Type: TypePreVoteReply, From: 2, To: 1, Ballot: Ballot{Round: 6, Replica: 1}, Count: 1}),
 			"1c000000 01 1f 00 00  02000000 01000000  0600000000000000 01000000  0100000000000000"},
-		{"Challenge", AppendChallenge(nil, &Challenge{Version: 1, ClusterID: 9}),
-			"2a000000 01 01 00 00  0100 0900000000000000" + strings.Repeat("00", NonceSize)},
+		{"Challenge", AppendChallenge(nil, &Challenge{Version: HandshakeVersion, ClusterID: tr.ClusterID, Nonce: tr.ServerNonce}),
+			"2a000000 01 01 00 00  0200 0807060504030201" +
+				" 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"},
+		{"Hello", AppendHello(nil, &peerHello),
+			"5b000000 01 02 00 00  0200 02 0807060504030201 01000000 0000000000000000 01000000" +
+				" 808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f" +
+				" 6f924ce078848e8083ae59ae9bc884fbb7f882fb2ed83b5a066e4ab899165081"},
+		{"Welcome", AppendWelcome(nil, &peerWelcome),
+			"2c000000 01 03 00 00  02000000 01000000 00000000" +
+				" dce1aa572886bc41bc2a3665a7712c01d50956b878c3ef2de074e408c8b68d51"},
 	}
 	for _, tt := range tests {
 		if want := unhex(tt.want); !bytes.Equal(tt.got, want) {

@@ -13,11 +13,25 @@ const (
 	welcomeBodySize   = 4 + 4 + 4 + MACSize
 )
 
-// Labels that open the HMAC inputs, so a Hello proof can never be replayed as a Welcome proof.
-// These constants are part of the format.
+// HandshakeVersion is the revision of the handshake, carried in Challenge.Version and
+// Hello.Version (the frame header's Version is a different number and stays 1).
+//
+//   - 1: each proof covered one nonce and one replica id. Nothing named the replica the proof
+//     was meant for, so a process at a stopped replica's address could relay a connector's
+//     proof to another replica and be welcomed in the connector's name (issue 15, defect 3).
+//     Withdrawn for peers; a client Hello, which carries no proof, may still say 1.
+//   - 2: both proofs cover the whole transcript (Transcript: cluster id, both replica ids,
+//     both nonces, the features of the frame carrying the proof) and the direction.
+//
+// This constant is part of the format.
+const HandshakeVersion = 2
+
+// Labels that open the HMAC inputs, one per direction, so the initiator's proof can never pass
+// for the responder's (a reflection). Equal in length, so no input of one direction is a
+// prefix-shifted input of the other. These constants are part of the format.
 const (
-	helloMACLabel   = "mpaxos-hello"
-	welcomeMACLabel = "mpaxos-welcome"
+	initiatorMACLabel = "mpaxos-v2-initiator"
+	responderMACLabel = "mpaxos-v2-responder"
 )
 
 // AppendChallenge appends m as one frame to dst.
@@ -118,40 +132,57 @@ func DecodeWelcome(frame []byte, m *Welcome, lim *Limits) error {
 	return r.end()
 }
 
-// HelloMAC computes the proof a peer puts in Hello.MAC:
-//
-//	HMAC-SHA256(secret, "mpaxos-hello" || serverNonce[32] || clusterID u64 LE ||
-//	            replicaID u32 LE || features u32 LE)
-//
-// serverNonce is Challenge.Nonce; replicaID and features are the connector's own (Hello.ReplicaID,
-// Hello.Features). Compare proofs with VerifyMAC (constant time).
-func HelloMAC(secret []byte, serverNonce [NonceSize]byte, clusterID uint64, replicaID, features uint32) [MACSize]byte {
-	return handshakeMAC(secret, helloMACLabel, serverNonce, clusterID, replicaID, features)
+// Transcript is what both peer proofs of one handshake cover. Every field is known to both
+// ends by the time the proof is checked; binding all of them means a proof is good for one
+// connection, between two named replicas, in one direction, and nowhere else.
+type Transcript struct {
+	ClusterID uint64
+	// Initiator is the connector's replica id (Hello.ReplicaID).
+	Initiator uint32
+	// Responder is the server's replica id: the one the connector meant to reach (the
+	// connector uses the id it dialled, the server its own id).
+	Responder uint32
+	// ServerNonce is Challenge.Nonce; ConnectorNonce is Hello.Nonce.
+	ServerNonce    [NonceSize]byte
+	ConnectorNonce [NonceSize]byte
+	// Features is the features field of the frame carrying the proof: Hello.Features
+	// (offered) in the initiator's proof, Welcome.Features (agreed) in the responder's.
+	Features uint32
 }
 
-// WelcomeMAC computes the proof a server puts in Welcome.MAC for a peer:
+// InitiatorMAC computes the proof a connecting peer puts in Hello.MAC:
 //
-//	HMAC-SHA256(secret, "mpaxos-welcome" || connectorNonce[32] || clusterID u64 LE ||
-//	            replicaID u32 LE || features u32 LE)
+//	HMAC-SHA256(secret, "mpaxos-v2-initiator" || cluster_id u64 LE || initiator u32 LE ||
+//	            responder u32 LE || server_nonce[32] || connector_nonce[32] || features u32 LE)
 //
-// connectorNonce is Hello.Nonce; replicaID is the server's (Welcome.ReplicaID) and features the
-// agreed set (Welcome.Features).
-func WelcomeMAC(secret []byte, connectorNonce [NonceSize]byte, clusterID uint64, replicaID, features uint32) [MACSize]byte {
-	return handshakeMAC(secret, welcomeMACLabel, connectorNonce, clusterID, replicaID, features)
+// with features = Hello.Features. Compare proofs with VerifyMAC (constant time).
+func InitiatorMAC(secret []byte, t *Transcript) [MACSize]byte {
+	return transcriptMAC(secret, initiatorMACLabel, t)
+}
+
+// ResponderMAC computes the proof a server puts in Welcome.MAC for a peer: the same input as
+// InitiatorMAC under the label "mpaxos-v2-responder", with features = Welcome.Features.
+func ResponderMAC(secret []byte, t *Transcript) [MACSize]byte {
+	return transcriptMAC(secret, responderMACLabel, t)
 }
 
 // VerifyMAC reports whether got equals want, in constant time.
 func VerifyMAC(got, want [MACSize]byte) bool { return hmac.Equal(got[:], want[:]) }
 
-func handshakeMAC(secret []byte, label string, nonce [NonceSize]byte, clusterID uint64, replicaID, features uint32) [MACSize]byte {
-	var fixed [8 + 4 + 4]byte
-	binary.LittleEndian.PutUint64(fixed[0:], clusterID)
-	binary.LittleEndian.PutUint32(fixed[8:], replicaID)
-	binary.LittleEndian.PutUint32(fixed[12:], features)
+// transcriptInputBytes is the size of a proof's input after its label.
+const transcriptInputBytes = 8 + 4 + 4 + NonceSize + NonceSize + 4
+
+func transcriptMAC(secret []byte, label string, t *Transcript) [MACSize]byte {
+	var input [transcriptInputBytes]byte
+	binary.LittleEndian.PutUint64(input[0:], t.ClusterID)
+	binary.LittleEndian.PutUint32(input[8:], t.Initiator)
+	binary.LittleEndian.PutUint32(input[12:], t.Responder)
+	copy(input[16:], t.ServerNonce[:])
+	copy(input[16+NonceSize:], t.ConnectorNonce[:])
+	binary.LittleEndian.PutUint32(input[16+2*NonceSize:], t.Features)
 	h := hmac.New(sha256.New, secret)
 	h.Write([]byte(label))
-	h.Write(nonce[:])
-	h.Write(fixed[:])
+	h.Write(input[:])
 	var mac [MACSize]byte
 	h.Sum(mac[:0])
 	return mac

@@ -84,17 +84,17 @@ const (
 
 // Challenge is the first frame a server writes on every accepted connection.
 type Challenge struct {
-	Version   uint16 // highest protocol version the server speaks
+	Version   uint16 // highest handshake version the server speaks (HandshakeVersion)
 	ClusterID uint64
 	Nonce     [NonceSize]byte
 }
 
 // Hello is the connector's first frame. A peer proves it knows the cluster secret with
-// MAC = HMAC-SHA256(secret, "mpaxos-hello" | server nonce | cluster id | replica id | features)
-// and sends its own Nonce so the server can prove itself back in Welcome. Clients send
-// RoleClient and a zero MAC unless the cluster requires client authentication.
+// MAC = InitiatorMAC over the handshake's Transcript (both replica ids, both nonces, the
+// cluster id, its features) and sends its own Nonce so the server can prove itself back in
+// Welcome. Clients send RoleClient and a zero MAC.
 type Hello struct {
-	Version   uint16
+	Version   uint16 // handshake version to use, at most Challenge.Version; peers: HandshakeVersion
 	Role      Role
 	ClusterID uint64
 	ReplicaID uint32 // the sender's replica id (peers); 0 for clients
@@ -104,8 +104,8 @@ type Hello struct {
 	MAC       [MACSize]byte
 }
 
-// Welcome accepts a Hello. MAC = HMAC-SHA256(secret, "mpaxos-welcome" | connector nonce |
-// cluster id | replica id | features) for peers; zero for clients.
+// Welcome accepts a Hello. MAC = ResponderMAC over the handshake's Transcript (with the agreed
+// Features) for peers; zero for clients.
 type Welcome struct {
 	ReplicaID uint32 // the server's replica id
 	Features  uint32 // the features both ends will use

@@ -7,18 +7,22 @@ import (
 )
 
 // The handshake proves, in both directions, that the other end of a peer link knows the
-// cluster secret, without the secret ever crossing the wire (codec.HelloMAC/WelcomeMAC define
-// the exact MAC inputs):
+// cluster secret, without the secret ever crossing the wire (codec.InitiatorMAC/ResponderMAC
+// define the exact MAC inputs):
 //
-//	server    -> connector  Challenge{Version, ClusterID, Nonce_s}
+//	server    -> connector  Challenge{HandshakeVersion, ClusterID, Nonce_s}
 //	connector -> server     Hello{Role, ClusterID, ReplicaID, Features, Nonce_c,
-//	                              MAC = HelloMAC(secret, Nonce_s, cluster, connector id, features)}
+//	                              MAC = InitiatorMAC(secret, T with Features = offered)}
 //	server    -> connector  Welcome{ReplicaID, agreed Features, LeaderID,
-//	                              MAC = WelcomeMAC(secret, Nonce_c, cluster, server id, agreed)}
+//	                              MAC = ResponderMAC(secret, T with Features = agreed)}
 //
-// Each side binds its proof to the other side's fresh nonce, so a recorded exchange cannot be
-// replayed, and the distinct labels keep a Hello proof from passing as a Welcome proof.
-// Clients send RoleClient with a zero MAC and get a Welcome with a zero MAC.
+//	T = {ClusterID, Initiator: connector id, Responder: the id the connector dialled (its own
+//	     id, for the server), Nonce_s, Nonce_c}
+//
+// Fresh nonces on both sides keep a recorded exchange from being replayed; naming both ends
+// keeps a proof made for one replica from being relayed to another; a label per direction
+// keeps the initiator's proof from being reflected as the responder's. Clients send
+// RoleClient with a zero MAC and get a Welcome with a zero MAC.
 
 // newNonce draws a fresh nonce from the operating system's CSPRNG.
 func newNonce() [codec.NonceSize]byte {

@@ -46,21 +46,49 @@ type Config struct {
 	// and sends everything addressed to that peer on that one connection.
 	Peers map[uint32]string
 
-	// ConnectionsMax bounds simultaneously open inbound connections (clients + peers +
-	// connections still in the handshake). Accepts beyond it are closed at once.
-	ConnectionsMax int
+	// ClientConnectionsMax bounds the client connections past their handshake. A client Hello
+	// beyond it is refused (the connection closed, Stats.ClientsRefused). Peers never count
+	// against it: at most one inbound connection per configured peer is kept (a newer
+	// authenticated one replaces the older), so clients cannot lock peers out.
+	ClientConnectionsMax int
+	// HandshakesMax bounds the connections accepted and not yet past their handshake (nothing
+	// is known of them yet). A connection accepted beyond it closes the oldest of them
+	// (Stats.HandshakesEvicted) rather than being refused itself: a peer or client answers the
+	// Challenge within a round trip, so silent connections, however many, cannot crowd it out.
+	HandshakesMax int
 	// PendingRequestsMax bounds the requests one client connection has handed to the Handler
 	// but not yet answered (Respond/Redirect). At the bound netio stops reading that
 	// connection, so a client's pipelining depth cannot grow server memory.
 	PendingRequestsMax int
-	// OutboundBytesMax bounds the encoded bytes queued for one connection: for a peer link,
-	// Send drops (and counts) messages beyond it; for a client connection, a client that lets
-	// its responses pile up beyond it is disconnected.
+	// OutboundBytesMax bounds the encoded bytes queued for one peer link: Send drops (and
+	// counts) messages beyond it.
 	OutboundBytesMax int
+	// ClientOutboundBytesMax bounds the responses queued for one client connection (not yet
+	// taken by its socket). A client that does not read its replies is disconnected once
+	// they pass it (Stats.SlowReaders). At least two of the largest ReadReply.
+	ClientOutboundBytesMax int
 	// InboundBytesMax bounds what a paused client connection (Handler took fewer requests than
 	// offered) may buffer inside gnet before it is closed. gnet cannot stop reading a socket,
 	// so a client that ignores backpressure is cut off here instead of growing memory.
 	InboundBytesMax int
+	// BufferedBytesMax bounds the bytes all client connections together hold in gnet's
+	// buffers (partial requests in, responses out). Past it, a connection that grows beyond
+	// its fair share (BufferedBytesMax / client connections) is closed
+	// (Stats.BufferedCutoffs). Handshakes hold at most 4 KiB each; peers are bounded by
+	// Limits.FrameBytesMax per peer.
+	BufferedBytesMax int
+	// FrameTimeout bounds how long a client frame may take to arrive once its first byte has:
+	// a header followed by a trickle is closed after it (Stats.FrameTimeouts), so a slow
+	// sender cannot hold a buffer open. Whole frames reset it; a paused connection is not
+	// timed (it waits on us).
+	FrameTimeout time.Duration
+	// IdleTimeout closes a client connection that has sent nothing for this long and has no
+	// request pending and no response queued (Stats.IdleTimeouts).
+	IdleTimeout time.Duration
+	// WarnInterval rate-limits the warnings about refused and closed connections: at most one
+	// line per reason per interval; the rest are counted (Stats.WarningsSuppressed) and their
+	// number is given on the next line. A flood must not become a flood of log lines.
+	WarnInterval time.Duration
 
 	// ReconnectBackoffMin/Max bound the capped exponential backoff (with full jitter) between
 	// attempts to (re)connect to a peer.
@@ -85,31 +113,43 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultListenAddr          = "127.0.0.1:0"
-	DefaultConnectionsMax      = 4096
-	DefaultPendingRequestsMax  = 16384
-	DefaultOutboundBytesMax    = 64 << 20
-	DefaultInboundBytesMax     = 16 << 20
-	DefaultReconnectBackoffMin = 20 * time.Millisecond
-	DefaultReconnectBackoffMax = 2 * time.Second
-	DefaultHandshakeTimeout    = 5 * time.Second
-	secretBytesMin             = 16
+	DefaultListenAddr             = "127.0.0.1:0"
+	DefaultClientConnectionsMax   = 4096
+	DefaultHandshakesMax          = 1024
+	DefaultPendingRequestsMax     = 16384
+	DefaultOutboundBytesMax       = 64 << 20
+	DefaultClientOutboundBytesMax = 8 << 20
+	DefaultInboundBytesMax        = 16 << 20
+	DefaultBufferedBytesMax       = 256 << 20
+	DefaultFrameTimeout           = 10 * time.Second
+	DefaultIdleTimeout            = 2 * time.Minute
+	DefaultWarnInterval           = time.Second
+	DefaultReconnectBackoffMin    = 20 * time.Millisecond
+	DefaultReconnectBackoffMax    = 2 * time.Second
+	DefaultHandshakeTimeout       = 5 * time.Second
+	secretBytesMin                = 16
 )
 
 // DefaultConfig returns a Config with every limit at its default. The caller still sets
 // ReplicaID, ClusterID, Secret and Peers.
 func DefaultConfig() Config {
 	return Config{
-		ListenAddr:          DefaultListenAddr,
-		ConnectionsMax:      DefaultConnectionsMax,
-		PendingRequestsMax:  DefaultPendingRequestsMax,
-		OutboundBytesMax:    DefaultOutboundBytesMax,
-		InboundBytesMax:     DefaultInboundBytesMax,
-		ReconnectBackoffMin: DefaultReconnectBackoffMin,
-		ReconnectBackoffMax: DefaultReconnectBackoffMax,
-		HandshakeTimeout:    DefaultHandshakeTimeout,
-		Features:            codec.FeatureS2,
-		Limits:              codec.DefaultLimits(),
+		ListenAddr:             DefaultListenAddr,
+		ClientConnectionsMax:   DefaultClientConnectionsMax,
+		HandshakesMax:          DefaultHandshakesMax,
+		PendingRequestsMax:     DefaultPendingRequestsMax,
+		OutboundBytesMax:       DefaultOutboundBytesMax,
+		ClientOutboundBytesMax: DefaultClientOutboundBytesMax,
+		InboundBytesMax:        DefaultInboundBytesMax,
+		BufferedBytesMax:       DefaultBufferedBytesMax,
+		FrameTimeout:           DefaultFrameTimeout,
+		IdleTimeout:            DefaultIdleTimeout,
+		WarnInterval:           DefaultWarnInterval,
+		ReconnectBackoffMin:    DefaultReconnectBackoffMin,
+		ReconnectBackoffMax:    DefaultReconnectBackoffMax,
+		HandshakeTimeout:       DefaultHandshakeTimeout,
+		Features:               codec.FeatureS2,
+		Limits:                 codec.DefaultLimits(),
 	}
 }
 
@@ -143,10 +183,13 @@ func (c *Config) Validate() error {
 		name  string
 		value int
 	}{
-		{"ConnectionsMax", c.ConnectionsMax},
+		{"ClientConnectionsMax", c.ClientConnectionsMax},
+		{"HandshakesMax", c.HandshakesMax},
 		{"PendingRequestsMax", c.PendingRequestsMax},
 		{"OutboundBytesMax", c.OutboundBytesMax},
+		{"ClientOutboundBytesMax", c.ClientOutboundBytesMax},
 		{"InboundBytesMax", c.InboundBytesMax},
+		{"BufferedBytesMax", c.BufferedBytesMax},
 	}
 	for _, f := range positive {
 		if f.value <= 0 {
@@ -163,8 +206,19 @@ func (c *Config) Validate() error {
 		return invalid("ReconnectBackoffMax", "%v: below ReconnectBackoffMin %v",
 			c.ReconnectBackoffMax, c.ReconnectBackoffMin)
 	}
-	if c.HandshakeTimeout <= 0 {
-		return invalid("HandshakeTimeout", "%v: must be positive", c.HandshakeTimeout)
+	durations := []struct {
+		name  string
+		value time.Duration
+	}{
+		{"HandshakeTimeout", c.HandshakeTimeout},
+		{"FrameTimeout", c.FrameTimeout},
+		{"IdleTimeout", c.IdleTimeout},
+		{"WarnInterval", c.WarnInterval},
+	}
+	for _, f := range durations {
+		if f.value <= 0 {
+			return invalid(f.name, "%v: must be positive", f.value)
+		}
 	}
 	if c.Features&^codec.FeatureS2 != 0 {
 		return invalid("Features", "%#x has unknown bits", c.Features)
@@ -172,7 +226,48 @@ func (c *Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		return fmt.Errorf("netio: Config.Limits: %w: %w", err, ErrInvalidConfig)
 	}
+	return c.validateClientLimits()
+}
+
+// validateClientLimits checks that the per-client bounds leave room for what a well-behaved
+// client may send and receive under Limits, so no bound cuts off a legal request or reply.
+func (c *Config) validateClientLimits() error {
+	request := clientFrameBytesMax(&c.Limits)
+	reply := replyFrameBytesMax(&c.Limits)
+	if c.InboundBytesMax < request {
+		return invalid("InboundBytesMax", "%d is below the largest Request frame %d (Limits.PayloadBytesMax %d)",
+			c.InboundBytesMax, request, c.Limits.PayloadBytesMax)
+	}
+	if c.ClientOutboundBytesMax < 2*reply {
+		return invalid("ClientOutboundBytesMax", "%d is below two of the largest ReadReply frame %d (Limits.PayloadBytesMax %d)",
+			c.ClientOutboundBytesMax, reply, c.Limits.PayloadBytesMax)
+	}
+	if c.BufferedBytesMax < request+c.ClientOutboundBytesMax {
+		return invalid("BufferedBytesMax", "%d cannot hold one client at its bounds: the largest Request %d plus ClientOutboundBytesMax %d",
+			c.BufferedBytesMax, request, c.ClientOutboundBytesMax)
+	}
 	return nil
+}
+
+// requestFrameOverhead is the size of a Request frame with an empty payload, and
+// readReplyFrameOverhead that of a ReadReply: taken from the encoder, not restated.
+var (
+	requestFrameOverhead   = len(codec.AppendRequest(nil, &codec.Request{}))
+	readReplyFrameOverhead = len(codec.AppendResponse(nil, &codec.Response{Read: codec.ReadAt}))
+)
+
+// clientFrameBytesMax is the largest frame a client may send: a Request carrying a payload of
+// Limits.PayloadBytesMax (a Read frame is smaller). Client connections are decoded with this
+// as FrameBytesMax, so a client can make a replica buffer at most one legal request, not
+// Limits.FrameBytesMax; a Request beyond it is answered TooLarge and its body discarded.
+func clientFrameBytesMax(l *codec.Limits) int {
+	return min(requestFrameOverhead+l.PayloadBytesMax, l.FrameBytesMax)
+}
+
+// replyFrameBytesMax is the largest frame a replica sends a client: a ReadReply carrying a
+// payload of Limits.PayloadBytesMax.
+func replyFrameBytesMax(l *codec.Limits) int {
+	return readReplyFrameOverhead + l.PayloadBytesMax
 }
 
 // DefaultEventLoops is the number of event loops when Config.EventLoops is 0: one per two

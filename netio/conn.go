@@ -1,6 +1,7 @@
 package netio
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -40,6 +41,14 @@ type connState struct {
 	ends     []int           // ends[i] = buffer offset just past requests[i]'s frame
 	spare    []byte          // the write buffer not currently being filled by Respond
 	stalled  bool            // complete frames were left unread this turn (pause or limit)
+	rerun    bool            // complete frames were left for the next turn (not a pause)
+	// completed: a whole frame was consumed this turn (restarts FrameTimeout).
+	completed bool
+	// skipBytes is what remains of an oversized Request's body, answered TooLarge already:
+	// discarded as it arrives, never buffered.
+	skipBytes int
+
+	guardState
 }
 
 // ClientConn is an authenticated client connection. Its methods are safe from any goroutine.
@@ -68,7 +77,7 @@ func (c *ClientConn) ClientID() uint64 { return c.clientID }
 
 // Respond queues responses to requests taken earlier. They are written, together with
 // everything else queued for this connection, in one write on the event loop's next turn.
-// A client that lets more than Config.OutboundBytesMax pile up is disconnected.
+// A client that lets more than Config.ClientOutboundBytesMax pile up is disconnected.
 func (c *ClientConn) Respond(rs []codec.Response) {
 	if len(rs) == 0 {
 		return
@@ -100,15 +109,16 @@ func (c *ClientConn) Redirect(r *codec.Redirect) {
 func (c *ClientConn) answeredLocked(n int) {
 	c.pendingFrames += n
 	c.inflight = max(c.inflight-n, 0)
-	if len(c.pending) > c.server.cfg.OutboundBytesMax {
+	if len(c.pending) > c.server.cfg.ClientOutboundBytesMax {
 		c.closed = true
 		size := len(c.pending)
 		c.pending = nil
 		c.mu.Unlock()
-		c.server.stats.protocolErrors.Add(1)
-		c.server.log.Warn("netio: closing client connection: responses not read",
+		s := c.server
+		s.stats.slowReaders.Add(1)
+		s.warn(warnSlowReader, "netio: closing client connection: responses not read",
 			"conn", c.id, "client", c.clientID, "pendingBytes", size,
-			"OutboundBytesMax", c.server.cfg.OutboundBytesMax)
+			"ClientOutboundBytesMax", s.cfg.ClientOutboundBytesMax)
 		_ = c.gc.Close()
 		return
 	}
@@ -140,6 +150,20 @@ func (c *ClientConn) Resume() {
 	}
 }
 
+// refuseOnLoop queues the answer to a request netio refused itself (never offered to the
+// Handler, so it takes no room under PendingRequestsMax). Only on the connection's loop,
+// which writes it at the end of the turn.
+func (c *ClientConn) refuseOnLoop(r *codec.Response) {
+	c.mu.Lock()
+	if !c.inLoop {
+		c.mu.Unlock()
+		panic("netio: refuseOnLoop outside the connection's loop turn")
+	}
+	c.pending = codec.AppendResponse(c.pending, r)
+	c.pendingFrames++
+	c.mu.Unlock()
+}
+
 // spareBytesMax is the largest write buffer kept for reuse after a write.
 const spareBytesMax = 4 << 20
 
@@ -164,19 +188,15 @@ func (h *engineHandler) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 func (h *engineHandler) OnTick() (time.Duration, gnet.Action) {
-	h.s.closeOverdueHandshakes(time.Now())
+	h.s.sweep()
 	return h.s.tickInterval(), gnet.None
 }
 
+// OnOpen admits every connection into the handshake: nothing is known of it yet. When more
+// than HandshakesMax are in their handshake the oldest is closed instead (guard.go).
 func (h *engineHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s := h.s
-	open := s.stats.connections.Add(1)
-	if open > int64(s.cfg.ConnectionsMax) {
-		s.stats.connectionsRefused.Add(1)
-		s.log.Warn("netio: refusing connection: ConnectionsMax reached",
-			"remote", gc.RemoteAddr().String(), "ConnectionsMax", s.cfg.ConnectionsMax)
-		return nil, gnet.Close
-	}
+	s.stats.connections.Add(1)
 	cs := &connState{
 		id:     s.nextConnID.Add(1),
 		gc:     gc,
@@ -184,8 +204,13 @@ func (h *engineHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		nonce:  newNonce(),
 	}
 	gc.SetContext(cs)
-	s.addHandshaking(cs)
-	challenge := codec.Challenge{Version: codec.Version, ClusterID: s.cfg.ClusterID, Nonce: cs.nonce}
+	if evicted := s.admitHandshake(cs); evicted != nil {
+		s.stats.handshakeFailures.Add(1)
+		s.closeGuarded(evicted, &s.stats.handshakesEvicted, warnHandshakeEvicted,
+			"netio: closing the oldest connection still in its handshake to admit a new one: HandshakesMax reached",
+			"HandshakesMax", s.cfg.HandshakesMax)
+	}
+	challenge := codec.Challenge{Version: codec.HandshakeVersion, ClusterID: s.cfg.ClusterID, Nonce: cs.nonce}
 	out := codec.AppendChallenge(nil, &challenge)
 	s.stats.framesOut.Add(1)
 	s.stats.bytesOut.Add(uint64(len(out)))
@@ -197,11 +222,10 @@ func (h *engineHandler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	s.stats.connections.Add(-1)
 	cs, _ := gc.Context().(*connState)
 	if cs == nil {
-		return gnet.None // refused at OnOpen
+		return gnet.None
 	}
+	s.forget(cs)
 	switch cs.phase {
-	case phaseHello:
-		s.removeHandshaking(cs)
 	case phasePeer:
 		s.stats.peerConnections.Add(-1)
 	case phaseClient:
@@ -223,6 +247,9 @@ func (h *engineHandler) OnTraffic(gc gnet.Conn) gnet.Action {
 	if cs == nil {
 		return gnet.None // a Wake that arrived after the connection closed
 	}
+	if cs.closing.Load() {
+		return gnet.Close // a guard closed it (guard.go); nothing more is read from it
+	}
 	s := h.s
 	if c := cs.client; c != nil {
 		c.mu.Lock()
@@ -235,7 +262,12 @@ func (h *engineHandler) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	if cs.client != nil {
-		if err := s.flushClient(cs); err != nil {
+		err := s.flushClient(cs)
+		s.trackFrame(cs)
+		if err == nil {
+			err = s.accountBuffered(cs)
+		}
+		if err != nil {
 			s.closeForError(cs, err)
 			return gnet.Close
 		}
@@ -243,29 +275,55 @@ func (h *engineHandler) OnTraffic(gc gnet.Conn) gnet.Action {
 	return gnet.None
 }
 
-// closeForError counts and logs why a connection is being closed.
+// closeForError counts and logs (rate-limited) why a connection is being closed.
 func (s *Server) closeForError(cs *connState, err error) {
+	if !cs.closing.CompareAndSwap(false, true) {
+		return // a guard got there first and counted it
+	}
 	attrs := []any{"conn", cs.id, "remote", cs.remote, "err", err}
+	protocolWarning := warnClientProtocol
 	switch cs.phase {
 	case phasePeer:
 		attrs = append(attrs, "peer", cs.peerID)
+		protocolWarning = warnPeerProtocol
 	case phaseClient:
 		attrs = append(attrs, "client", cs.client.clientID)
 	}
-	if errors.Is(err, ErrHandshake) {
+	switch {
+	case errors.Is(err, errClientRefused):
+		s.stats.clientsRefused.Add(1)
+		s.warn(warnClientRefused, "netio: refusing client: ClientConnectionsMax reached", attrs...)
+	case errors.Is(err, ErrHandshake):
 		s.stats.handshakeFailures.Add(1)
-		s.log.Warn("netio: handshake refused, closing connection", attrs...)
-		return
+		s.warn(warnHandshakeRefused, "netio: handshake refused, closing connection", attrs...)
+	case errors.Is(err, errBufferedBytes):
+		s.stats.bufferedCutoffs.Add(1)
+		s.warn(warnBufferedBytes, "netio: closing client connection: BufferedBytesMax reached", attrs...)
+	case errors.Is(err, errSlowReader):
+		s.stats.slowReaders.Add(1)
+		s.warn(warnSlowReader, "netio: closing client connection: responses not read", attrs...)
+	default:
+		s.stats.protocolErrors.Add(1)
+		s.warn(protocolWarning, "netio: closing connection", attrs...)
 	}
-	s.stats.protocolErrors.Add(1)
-	s.log.Warn("netio: closing connection", attrs...)
 }
 
 // readFrames decodes and dispatches every complete frame gnet holds for cs, and discards the
 // bytes of the frames consumed. Frames the Handler did not take stay in gnet's buffer.
 func (s *Server) readFrames(cs *connState) error {
 	gc := cs.gc
-	cs.stalled = false
+	cs.stalled, cs.rerun, cs.completed = false, false, false
+	if cs.skipBytes > 0 {
+		// The rest of an oversized Request already answered TooLarge: drop it as it comes.
+		n := min(cs.skipBytes, gc.InboundBuffered())
+		_, _ = gc.Discard(n)
+		cs.skipBytes -= n
+		s.stats.bytesIn.Add(uint64(n))
+		if cs.skipBytes > 0 {
+			return nil
+		}
+		cs.completed = true
+	}
 	if c := cs.client; c != nil {
 		c.mu.Lock()
 		paused, full := c.paused, c.inflight >= s.cfg.PendingRequestsMax
@@ -304,8 +362,9 @@ func (s *Server) readFrames(cs *connState) error {
 }
 
 // firstFrameComplete reports whether gnet holds at least the first whole frame (or a bad
-// header). A large frame arrives over many reads; checking its header first keeps each of
-// those turns from copying the partial frame out of gnet's ring buffer.
+// header, or enough of an oversized Request to answer it). A large frame arrives over many
+// reads; checking its header first keeps each of those turns from copying the partial frame
+// out of gnet's ring buffer.
 func (s *Server) firstFrameComplete(cs *connState) bool {
 	buffered := cs.gc.InboundBuffered()
 	if buffered < codec.FrameHeaderSize {
@@ -315,11 +374,25 @@ func (s *Server) firstFrameComplete(cs *connState) bool {
 	if err != nil {
 		return false
 	}
-	_, frameLen, err := codec.PeekFrame(header, &s.cfg.Limits)
-	if cs.phase == phaseHello && frameLen > handshakeBytesMax {
+	typ, frameLen, err := codec.PeekFrame(header, s.limitsFor(cs))
+	switch {
+	case cs.phase == phaseHello && frameLen > handshakeBytesMax:
 		return true // readHello refuses it now rather than buffering it
+	case cs.phase == phaseClient && typ == codec.TypeRequest && errors.Is(err, codec.ErrFrameTooLarge):
+		// Answered TooLarge once its ids are here; over FrameBytesMax it closes at once.
+		_, _, errFull := codec.PeekFrame(header, &s.cfg.Limits)
+		return buffered >= oversizedIDBytes || !errors.Is(errFull, codec.ErrIncomplete)
 	}
 	return !errors.Is(err, codec.ErrIncomplete) || frameLen <= buffered
+}
+
+// limitsFor is what cs's frames are decoded with: a client may send no more than the largest
+// legal Request (clientFrameBytesMax), peers and handshakes the full Limits.
+func (s *Server) limitsFor(cs *connState) *codec.Limits {
+	if cs.phase == phaseClient {
+		return &s.clientLimits
+	}
+	return &s.cfg.Limits
 }
 
 // readHello handles the first frame of a connection, which must be a Hello.
@@ -354,8 +427,8 @@ func (s *Server) acceptHello(cs *connState, frame []byte) error {
 	if err := codec.DecodeHello(frame, &hello, &s.cfg.Limits); err != nil {
 		return fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
-	if hello.Version != codec.Version {
-		return fmt.Errorf("%w: protocol version %d, this replica speaks %d", ErrHandshake, hello.Version, codec.Version)
+	if hello.Version > codec.HandshakeVersion {
+		return fmt.Errorf("%w: handshake version %d, this replica speaks at most %d", ErrHandshake, hello.Version, codec.HandshakeVersion)
 	}
 	if hello.ClusterID != s.cfg.ClusterID {
 		return fmt.Errorf("%w: cluster id %d, this replica is in cluster %d", ErrHandshake, hello.ClusterID, s.cfg.ClusterID)
@@ -363,36 +436,76 @@ func (s *Server) acceptHello(cs *connState, frame []byte) error {
 	welcome := codec.Welcome{ReplicaID: s.cfg.ReplicaID, LeaderID: s.leaderID.Load()}
 	switch hello.Role {
 	case codec.RolePeer:
-		if _, known := s.cfg.Peers[hello.ReplicaID]; !known {
-			return fmt.Errorf("%w: replica id %d is not a configured peer", ErrHandshake, hello.ReplicaID)
+		if err := s.verifyPeerHello(cs, &hello, &welcome); err != nil {
+			return err
 		}
-		want := codec.HelloMAC(s.cfg.Secret, cs.nonce, s.cfg.ClusterID, hello.ReplicaID, hello.Features)
-		if !codec.VerifyMAC(hello.MAC, want) {
-			return fmt.Errorf("%w: replica %d: Hello MAC does not verify (wrong secret?)", ErrHandshake, hello.ReplicaID)
-		}
-		welcome.Features = hello.Features & s.cfg.Features
-		welcome.MAC = codec.WelcomeMAC(s.cfg.Secret, hello.Nonce, s.cfg.ClusterID, s.cfg.ReplicaID, welcome.Features)
 		cs.phase = phasePeer
 		cs.peerID = hello.ReplicaID
 		if welcome.Features&codec.FeatureS2 != 0 {
 			cs.decoder = codec.NewDecoder(s.cfg.Limits)
 		}
 		s.stats.peerConnections.Add(1)
+		s.replaceOlderPeerConn(cs)
 	case codec.RoleClient:
-		cs.phase = phaseClient
 		cs.client = &ClientConn{id: cs.id, clientID: hello.ClientID, server: s, gc: cs.gc}
 		cs.client.inLoop = true // we are inside OnTraffic, which set inLoop for clients only
-		s.stats.clientConnections.Add(1)
+		if !s.admitClient(cs) {
+			return fmt.Errorf("%w: %d clients connected, ClientConnectionsMax %d",
+				errClientRefused, s.cfg.ClientConnectionsMax, s.cfg.ClientConnectionsMax)
+		}
+		cs.phase = phaseClient
 	default:
 		return fmt.Errorf("%w: unknown role %d", ErrHandshake, hello.Role)
 	}
-	s.removeHandshaking(cs)
+	s.leaveHandshake(cs)
 	out := codec.AppendWelcome(nil, &welcome)
 	if _, err := cs.gc.Write(out); err != nil {
 		return fmt.Errorf("%w: writing Welcome: %w", ErrProtocol, err)
 	}
 	s.countOut(1, len(out))
 	return nil
+}
+
+// verifyPeerHello checks a peer's proof and fills in the Welcome that proves this replica back.
+// Both proofs cover the whole transcript: the replica the connector meant to reach is part of
+// it, so a proof relayed from a connection to another replica does not verify here.
+func (s *Server) verifyPeerHello(cs *connState, hello *codec.Hello, welcome *codec.Welcome) error {
+	if _, known := s.cfg.Peers[hello.ReplicaID]; !known {
+		return fmt.Errorf("%w: replica id %d is not a configured peer", ErrHandshake, hello.ReplicaID)
+	}
+	if hello.Version != codec.HandshakeVersion {
+		return fmt.Errorf("%w: replica %d: peer handshake version %d, this replica requires %d (a version-1 proof can be relayed: upgrade every replica)",
+			ErrHandshake, hello.ReplicaID, hello.Version, codec.HandshakeVersion)
+	}
+	transcript := codec.Transcript{
+		ClusterID:      s.cfg.ClusterID,
+		Initiator:      hello.ReplicaID,
+		Responder:      s.cfg.ReplicaID,
+		ServerNonce:    cs.nonce,
+		ConnectorNonce: hello.Nonce,
+		Features:       hello.Features,
+	}
+	if !codec.VerifyMAC(hello.MAC, codec.InitiatorMAC(s.cfg.Secret, &transcript)) {
+		return fmt.Errorf("%w: replica %d: Hello MAC does not verify (wrong secret, or a proof made for another replica)",
+			ErrHandshake, hello.ReplicaID)
+	}
+	welcome.Features = hello.Features & s.cfg.Features
+	transcript.Features = welcome.Features
+	welcome.MAC = codec.ResponderMAC(s.cfg.Secret, &transcript)
+	return nil
+}
+
+// replaceOlderPeerConn keeps one inbound connection per peer: a peer connects again only
+// after its link failed, so an older connection from it is dead (or half-open) and is closed.
+func (s *Server) replaceOlderPeerConn(cs *connState) {
+	older := s.admitPeer(cs, cs.peerID)
+	if older == nil || !older.closing.CompareAndSwap(false, true) {
+		return
+	}
+	s.stats.peersReplaced.Add(1)
+	s.log.Info("netio: peer connected again: closing its older inbound connection",
+		"peer", cs.peerID, "conn", older.id, "newConn", cs.id)
+	_ = older.gc.Close()
 }
 
 // readPeer decodes every complete frame from offset and hands each to HandlePeer.
@@ -444,9 +557,25 @@ func (s *Server) readClient(cs *connState, buf []byte, offset int) (int, error) 
 	start := offset
 	requests, ends := cs.requests[:0], cs.ends[:0]
 	for offset < len(buf) {
-		typ, n, err := codec.PeekFrame(buf[offset:], &s.cfg.Limits)
+		typ, n, err := codec.PeekFrame(buf[offset:], &s.clientLimits)
 		if errors.Is(err, codec.ErrIncomplete) {
 			break
+		}
+		if typ == codec.TypeRequest && errors.Is(err, codec.ErrFrameTooLarge) {
+			if len(requests) > 0 {
+				cs.rerun = true // offer the requests before it first; the next turn answers it
+				break
+			}
+			consumed, whole, err := s.refuseOversized(cs, buf[offset:])
+			if err != nil {
+				return start, err
+			}
+			offset += consumed
+			start = offset // nothing before it is left for the Handler
+			if !whole {
+				break // its ids have not arrived yet, or the rest of its body is to come
+			}
+			continue
 		}
 		if err != nil {
 			return start, fmt.Errorf("%w: %w", ErrProtocol, err)
@@ -470,6 +599,7 @@ func (s *Server) readClient(cs *connState, buf []byte, offset int) (int, error) 
 		ends = append(ends, offset)
 	}
 	cs.requests, cs.ends = requests, ends
+	cs.completed = cs.completed || len(requests) > 0
 	if len(requests) == 0 {
 		if cs.stalled {
 			s.stats.pauses.Add(1)
@@ -502,6 +632,45 @@ func (s *Server) readClient(cs *connState, buf []byte, offset int) (int, error) 
 	return consumed, nil
 }
 
+// Where a Request's ids sit (docs/PROTOCOL.md §3.1: client_id u64, then seq u64, open the
+// body; part of the wire format): enough to answer an oversized Request without its body.
+const (
+	requestClientIDOffset = codec.FrameHeaderSize
+	requestSeqOffset      = requestClientIDOffset + 8
+	oversizedIDBytes      = requestSeqOffset + 8
+)
+
+// refuseOversized answers a Request over the client frame limit (its payload is over
+// Limits.PayloadBytesMax) with StatusTooLarge as soon as its ids have arrived, and discards its
+// body — what is buffered now and, through cs.skipBytes, what is still to come — so the
+// connection stays open and nothing of the body is held. A frame over Limits.FrameBytesMax is
+// not worth skipping: the connection is closed. It returns the bytes of buf consumed and
+// whether the whole frame was.
+func (s *Server) refuseOversized(cs *connState, buf []byte) (consumed int, whole bool, err error) {
+	_, frameLen, err := codec.PeekFrame(buf, &s.cfg.Limits)
+	if err != nil && !errors.Is(err, codec.ErrIncomplete) {
+		return 0, false, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if len(buf) < oversizedIDBytes {
+		return 0, false, nil
+	}
+	refusal := codec.Response{
+		ClientID: binary.LittleEndian.Uint64(buf[requestClientIDOffset:]),
+		Seq:      binary.LittleEndian.Uint64(buf[requestSeqOffset:]),
+		Status:   codec.StatusTooLarge,
+	}
+	cs.client.refuseOnLoop(&refusal)
+	s.stats.requestsTooLarge.Add(1)
+	consumed = min(frameLen, len(buf))
+	cs.skipBytes = frameLen - consumed
+	s.countIn(consumed)
+	cs.completed = cs.skipBytes == 0
+	s.log.Debug("netio: Request over the payload limit answered TooLarge",
+		"conn", cs.id, "client", refusal.ClientID, "seq", refusal.Seq, "frameBytes", frameLen,
+		"PayloadBytesMax", s.cfg.Limits.PayloadBytesMax)
+	return consumed, cs.skipBytes == 0, nil
+}
+
 // flushClient ends a client's loop turn: write everything Respond/Redirect queued in one
 // write, and re-arm the loop if frames were left unread but the connection may now proceed.
 func (s *Server) flushClient(cs *connState) error {
@@ -510,7 +679,7 @@ func (s *Server) flushClient(cs *connState) error {
 	out, frames := c.pending, c.pendingFrames
 	c.pending, c.pendingFrames = cs.spare[:0], 0
 	c.inLoop = false
-	wake := cs.stalled && !c.paused && c.inflight < s.cfg.PendingRequestsMax && !c.wakeQueued && !c.closed
+	wake := (cs.stalled || cs.rerun) && !c.paused && c.inflight < s.cfg.PendingRequestsMax && !c.wakeQueued && !c.closed
 	if wake {
 		c.wakeQueued = true
 	}
@@ -528,9 +697,9 @@ func (s *Server) flushClient(cs *connState) error {
 	} else {
 		cs.spare = nil // do not pin a burst's buffer forever
 	}
-	if queued := cs.gc.OutboundBuffered(); queued > s.cfg.OutboundBytesMax {
-		return fmt.Errorf("%w: client is not reading: %d bytes queued, OutboundBytesMax %d",
-			ErrProtocol, queued, s.cfg.OutboundBytesMax)
+	if queued := cs.gc.OutboundBuffered(); queued > s.cfg.ClientOutboundBytesMax {
+		return fmt.Errorf("%w: %d bytes queued, ClientOutboundBytesMax %d",
+			errSlowReader, queued, s.cfg.ClientOutboundBytesMax)
 	}
 	if wake {
 		_ = cs.gc.Wake(nil)

@@ -19,19 +19,23 @@
 //
 // # Handshake
 //
-// On accept the server writes a Challenge (protocol version, cluster id, a fresh 32-byte nonce
-// from crypto/rand). A peer answers with a Hello carrying
-// MAC = HMAC-SHA256(secret, "mpaxos-hello" | server nonce | cluster id | replica id | features)
-// and its own nonce; the server checks the MAC (constant time), the cluster id and the version,
-// and answers with a Welcome whose MAC covers the connector's nonce, which the connector checks
-// in turn: both ends prove knowledge of the secret, the secret never crosses the wire, and a
-// recorded exchange cannot be replayed. A failed check closes the connection, logs why (slog,
-// never the secret) and counts Stats.HandshakeFailures. Clients send RoleClient with no MAC and
-// get a Welcome with the leader hint (SetLeader). Features are the intersection of both
-// offers: S2 compression of large Accept/Promise/CatchUpReply bodies is used on a peer link
-// only when both ends set codec.FeatureS2. A connection that has not completed the handshake
-// within Config.HandshakeTimeout is closed, and before authentication a Hello may not exceed
-// 4 KiB, so unauthenticated connections cannot make a replica buffer much.
+// On accept the server writes a Challenge (handshake version, cluster id, a fresh 32-byte
+// nonce from crypto/rand). A peer answers with a Hello carrying its own nonce and
+// MAC = codec.InitiatorMAC over the transcript: the cluster id, its own replica id, the id of
+// the replica it dialled, both nonces and its features. The server checks the MAC (constant
+// time) with its own id as the responder, the cluster id and the version, and answers with a
+// Welcome whose MAC = codec.ResponderMAC over the same transcript (with the agreed features),
+// which the connector checks in turn. Both ends prove knowledge of the secret, the secret never
+// crosses the wire, a recorded exchange cannot be replayed (fresh nonces), a proof relayed to a
+// replica other than the one it was made for fails (issue 15: a process at a stopped
+// replica's address was welcomed by another replica in the connector's name), and a proof
+// reflected in the other direction fails (distinct labels). Peers require handshake version
+// codec.HandshakeVersion (2); version 1 proofs are refused. A failed check closes the
+// connection, logs why (slog, never the secret) and counts Stats.HandshakeFailures. Clients
+// send RoleClient with no MAC (any version up to the Challenge's) and get a Welcome with the
+// leader hint (SetLeader). Features are the intersection of both offers: S2 compression of
+// large Accept/Promise/CatchUpReply bodies is used on a peer link only when both ends set
+// codec.FeatureS2. Before authentication a Hello may not exceed 4 KiB.
 //
 // # Event loops (inbound)
 //
@@ -50,6 +54,12 @@
 //
 // # Backpressure and limits
 //
+// Every bound below is a Config field with a default; exceeding one closes (or refuses) that
+// connection only, is counted in Stats, and is logged with the limit's name through a rate
+// limit (Config.WarnInterval: one line per reason per interval, the rest counted in
+// Stats.WarningsSuppressed), so a flood is not also a flood of log lines. guard.go holds the
+// registry and the sweep (run on the engine's ticker) that enforce the timeouts.
+//
 //   - HandleRequests returns how many requests it took. If fewer than offered, netio stops
 //     reading that connection: the rest stays in gnet's inbound buffer (not discarded) and is
 //     offered again after ClientConn.Resume (which Wakes the loop). gnet has no way to stop
@@ -57,10 +67,33 @@
 //     Config.InboundBytesMax is buffered for it.
 //   - Config.PendingRequestsMax bounds requests taken but not yet answered per connection;
 //     at the bound netio stops reading that connection until answers arrive.
-//   - Config.OutboundBytesMax bounds queued bytes per connection: Send drops (and counts)
-//     peer messages beyond it; a client whose queued responses exceed it is closed.
-//   - Config.ConnectionsMax bounds open inbound connections; accepts beyond it are closed at
-//     once (Stats.ConnectionsRefused).
+//   - Config.OutboundBytesMax bounds the bytes queued on one peer link: Send drops (and counts)
+//     peer messages beyond it. Config.ClientOutboundBytesMax bounds the responses queued for
+//     one client: a client that does not read its replies is closed past it (Stats.SlowReaders).
+//   - A client's frames are bounded by what a client may legally send, not by
+//     Limits.FrameBytesMax: the largest Request, one of Limits.PayloadBytesMax (about 1 MiB by
+//     default, against 64 MiB for peers). A Request beyond it is answered StatusTooLarge as
+//     soon as its ids arrive and its body is discarded as it comes, never buffered; the
+//     connection stays open (Stats.RequestsTooLarge). One beyond Limits.FrameBytesMax closes it.
+//   - Config.FrameTimeout: a client frame must be whole within it once its first byte has
+//     arrived (a header and a trickle of bytes is closed: Stats.FrameTimeouts).
+//     Config.IdleTimeout closes a client that sent nothing for that long with nothing owed to
+//     it (Stats.IdleTimeouts).
+//   - Config.BufferedBytesMax bounds what all clients together hold in gnet's buffers; past
+//     it, a client that grows beyond its fair share is closed (Stats.BufferedCutoffs). Measured
+//     with 48 clients each holding an unfinished 62 MiB frame: before these bounds the leader
+//     went from 201 MB to 4.35 GB RSS (issue 15); see tests/hostile for the figure after.
+//   - Connections are counted by what they are. Config.HandshakesMax bounds connections not yet
+//     past their handshake; a new one beyond it closes the oldest (Stats.HandshakesEvicted), so
+//     silent connections cannot keep out a peer that answers its Challenge within a round
+//     trip, and Config.HandshakeTimeout closes them anyway. Config.ClientConnectionsMax bounds
+//     clients (Stats.ClientsRefused). Peers never count against either: one inbound connection
+//     per configured peer is kept, a newer authenticated one replacing the older
+//     (Stats.PeersReplaced). Before this split, 4,096 idle clients kept a restarted follower
+//     out of its cluster for good.
+//   - Start lowers ClientConnectionsMax, with a warning, until every bounded connection has a
+//     file descriptor under RLIMIT_NOFILE: gnet v2.9.7 stops the whole engine on an accept
+//     error such as EMFILE, which would otherwise be a switch anyone could pull.
 //   - Limits.FrameBytesMax bounds every frame; a bad header, an unknown type, a 4 GiB length
 //     field, a frame of the wrong kind for the connection's role, a peer message claiming a
 //     sender other than the authenticated one: each closes that connection only, with a log

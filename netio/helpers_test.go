@@ -241,13 +241,15 @@ func dialClient(t testing.TB, addr string, clientID uint64) (*rawConn, codec.Wel
 	return r, w
 }
 
-// dialPeer connects as peer id with secret and completes the peer handshake.
+// dialPeer connects as peer id with secret to replica 1 and completes the peer handshake.
 func dialPeer(t testing.TB, addr string, id uint32, secret []byte) (*rawConn, codec.Welcome) {
 	t.Helper()
 	r := dialRaw(t, addr)
 	r.readChallenge()
-	hello := codec.Hello{Version: codec.Version, Role: codec.RolePeer, ClusterID: testClusterID, ReplicaID: id, Nonce: [32]byte{1, 2, 3}}
-	hello.MAC = codec.HelloMAC(secret, r.challenge.Nonce, testClusterID, id, 0)
+	hello := codec.Hello{Version: codec.HandshakeVersion, Role: codec.RolePeer, ClusterID: testClusterID, ReplicaID: id, Nonce: [32]byte{1, 2, 3}}
+	transcript := codec.Transcript{ClusterID: testClusterID, Initiator: id, Responder: 1,
+		ServerNonce: r.challenge.Nonce, ConnectorNonce: hello.Nonce}
+	hello.MAC = codec.InitiatorMAC(secret, &transcript)
 	if err := r.write(codec.AppendHello(nil, &hello)); err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +257,8 @@ func dialPeer(t testing.TB, addr string, id uint32, secret []byte) (*rawConn, co
 	if err := codec.DecodeWelcome(r.mustRead(codec.TypeWelcome), &w, nil); err != nil {
 		t.Fatal(err)
 	}
-	if want := codec.WelcomeMAC(secret, hello.Nonce, testClusterID, w.ReplicaID, w.Features); !codec.VerifyMAC(w.MAC, want) {
+	transcript.Features = w.Features
+	if want := codec.ResponderMAC(secret, &transcript); w.ReplicaID != 1 || !codec.VerifyMAC(w.MAC, want) {
 		t.Fatal("server's Welcome MAC does not verify")
 	}
 	return r, w

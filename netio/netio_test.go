@@ -165,7 +165,7 @@ func TestConnectorRejectsServerWithoutSecret(t *testing.T) {
 		}
 		defer conn.Close()
 		r := &rawConn{t: t, conn: conn}
-		ch := codec.Challenge{Version: codec.Version, ClusterID: testClusterID, Nonce: [32]byte{9}}
+		ch := codec.Challenge{Version: codec.HandshakeVersion, ClusterID: testClusterID, Nonce: [32]byte{9}}
 		if r.write(codec.AppendChallenge(nil, &ch)) != nil {
 			return
 		}
@@ -176,8 +176,11 @@ func TestConnectorRejectsServerWithoutSecret(t *testing.T) {
 			return
 		}
 		// The impostor cannot check the MAC, and answers with a MAC under a guessed secret.
-		helloOK <- codec.VerifyMAC(hello.MAC, codec.HelloMAC(testSecret, ch.Nonce, testClusterID, 1, hello.Features))
-		w := codec.Welcome{ReplicaID: 2, MAC: codec.WelcomeMAC([]byte("guessed-secret-guessed"), hello.Nonce, testClusterID, 2, 0)}
+		transcript := codec.Transcript{ClusterID: testClusterID, Initiator: 1, Responder: 2,
+			ServerNonce: ch.Nonce, ConnectorNonce: hello.Nonce, Features: hello.Features}
+		helloOK <- codec.VerifyMAC(hello.MAC, codec.InitiatorMAC(testSecret, &transcript))
+		transcript.Features = 0
+		w := codec.Welcome{ReplicaID: 2, MAC: codec.ResponderMAC([]byte("guessed-secret-guessed"), &transcript)}
 		_ = r.write(codec.AppendWelcome(nil, &w))
 		time.Sleep(200 * time.Millisecond)
 	}()
@@ -468,24 +471,29 @@ func TestReconnectAfterPeerRestart(t *testing.T) {
 	}
 }
 
-func TestConnectionsMaxIsEnforced(t *testing.T) {
+func TestClientConnectionsMaxIsEnforced(t *testing.T) {
 	addrs := freeAddrs(t, 1)
 	cfg := testConfig(1, addrs[0], nil)
-	cfg.ConnectionsMax = 2
+	cfg.ClientConnectionsMax = 2
 	h := &testHandler{}
 	s := startServer(t, cfg, h)
 	a, _ := dialClient(t, s.Addr(), 1)
 	_, _ = dialClient(t, s.Addr(), 2)
 	extra := dialRaw(t, s.Addr())
-	if typ, _, err := extra.readFrame(5 * time.Second); err == nil {
-		t.Fatalf("connection over ConnectionsMax got a %s frame", typ)
+	extra.readChallenge()
+	hello := codec.Hello{Version: codec.Version, Role: codec.RoleClient, ClusterID: testClusterID, ClientID: 3}
+	if err := extra.write(codec.AppendHello(nil, &hello)); err != nil {
+		t.Fatal(err)
 	}
-	if got := s.Stats().ConnectionsRefused; got != 1 {
-		t.Fatalf("ConnectionsRefused = %d", got)
+	if typ, _, err := extra.readFrame(5 * time.Second); err == nil {
+		t.Fatalf("client over ClientConnectionsMax got a %s frame", typ)
+	}
+	if st := s.Stats(); st.ClientsRefused != 1 || st.ConnectionsRefused != 1 {
+		t.Fatalf("ClientsRefused = %d, ConnectionsRefused = %d, want 1, 1", st.ClientsRefused, st.ConnectionsRefused)
 	}
 	// Closing one makes room again.
 	a.conn.Close()
-	waitFor(t, 5*time.Second, "slot freed", func() bool { return s.Stats().Connections == 1 })
+	waitFor(t, 5*time.Second, "slot freed", func() bool { return s.Stats().ClientConnections == 1 })
 	waitFor(t, 5*time.Second, "ClientClosed called", func() bool { return h.closed.Load() == 1 })
 	_, _ = dialClient(t, s.Addr(), 3)
 }
@@ -533,10 +541,19 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"Secret", func(c *Config) { c.Secret = []byte("short") }},
 		{"Peers", func(c *Config) { c.Peers = map[uint32]string{1: "127.0.0.1:1"} }},
 		{"Peers", func(c *Config) { c.Peers = map[uint32]string{2: "no-port"} }},
-		{"ConnectionsMax", func(c *Config) { c.ConnectionsMax = 0 }},
+		{"ClientConnectionsMax", func(c *Config) { c.ClientConnectionsMax = 0 }},
+		{"HandshakesMax", func(c *Config) { c.HandshakesMax = 0 }},
 		{"PendingRequestsMax", func(c *Config) { c.PendingRequestsMax = -1 }},
 		{"OutboundBytesMax", func(c *Config) { c.OutboundBytesMax = 0 }},
+		{"ClientOutboundBytesMax", func(c *Config) { c.ClientOutboundBytesMax = 0 }},
+		{"ClientOutboundBytesMax", func(c *Config) { c.ClientOutboundBytesMax = c.Limits.PayloadBytesMax }},
 		{"InboundBytesMax", func(c *Config) { c.InboundBytesMax = 0 }},
+		{"InboundBytesMax", func(c *Config) { c.InboundBytesMax = c.Limits.PayloadBytesMax }},
+		{"BufferedBytesMax", func(c *Config) { c.BufferedBytesMax = 0 }},
+		{"BufferedBytesMax", func(c *Config) { c.BufferedBytesMax = c.ClientOutboundBytesMax }},
+		{"FrameTimeout", func(c *Config) { c.FrameTimeout = 0 }},
+		{"IdleTimeout", func(c *Config) { c.IdleTimeout = -time.Second }},
+		{"WarnInterval", func(c *Config) { c.WarnInterval = 0 }},
 		{"EventLoops", func(c *Config) { c.EventLoops = -1 }},
 		{"ReconnectBackoffMin", func(c *Config) { c.ReconnectBackoffMin = 0 }},
 		{"ReconnectBackoffMax", func(c *Config) { c.ReconnectBackoffMax = time.Microsecond }},
@@ -567,6 +584,7 @@ func TestPausedClientThatKeepsSendingIsDisconnected(t *testing.T) {
 	addrs := freeAddrs(t, 1)
 	cfg := testConfig(1, addrs[0], nil)
 	cfg.InboundBytesMax = 64 << 10
+	cfg.Limits.PayloadBytesMax = 16 << 10
 	h := &testHandler{}
 	h.onRequests = func(*ClientConn, []codec.Request) int { return 0 } // never takes anything
 	s := startServer(t, cfg, h)
@@ -589,7 +607,8 @@ func TestPausedClientThatKeepsSendingIsDisconnected(t *testing.T) {
 func TestClientNotReadingResponsesIsDisconnected(t *testing.T) {
 	addrs := freeAddrs(t, 1)
 	cfg := testConfig(1, addrs[0], nil)
-	cfg.OutboundBytesMax = 256 << 10
+	cfg.Limits.PayloadBytesMax = 16 << 10
+	cfg.ClientOutboundBytesMax = 256 << 10
 	const perRequest = 2000 // responses per request: a test-only way to outrun the socket buffers
 	h := &testHandler{}
 	h.onRequests = func(c *ClientConn, reqs []codec.Request) int {
@@ -605,11 +624,11 @@ func TestClientNotReadingResponsesIsDisconnected(t *testing.T) {
 	s := startServer(t, cfg, h)
 	c, _ := dialClient(t, s.Addr(), 1)
 	// 2000 requests x 2000 responses x 37 bytes is ~150 MB: far past the kernel's buffers.
-	for seq := uint64(1); seq <= 2000 && s.Stats().ProtocolErrors == 0; seq += 100 {
+	for seq := uint64(1); seq <= 2000 && s.Stats().SlowReaders == 0; seq += 100 {
 		c.sendRequests(1, seq, 100, nil)
 		time.Sleep(time.Millisecond)
 	}
-	waitFor(t, 10*time.Second, "non-reading client closed", func() bool { return s.Stats().ProtocolErrors == 1 })
+	waitFor(t, 10*time.Second, "non-reading client closed", func() bool { return s.Stats().SlowReaders == 1 })
 	waitFor(t, 5*time.Second, "ClientClosed", func() bool { return h.closed.Load() == 1 })
 }
 
@@ -619,8 +638,9 @@ func TestWrongProtocolVersionIsRefused(t *testing.T) {
 	for _, role := range []codec.Role{codec.RoleClient, codec.RolePeer} {
 		r := dialRaw(t, s.Addr())
 		r.readChallenge()
-		hello := codec.Hello{Version: codec.Version + 1, Role: role, ClusterID: testClusterID, ReplicaID: 2}
-		hello.MAC = codec.HelloMAC(testSecret, r.challenge.Nonce, testClusterID, 2, 0)
+		hello := codec.Hello{Version: codec.HandshakeVersion + 1, Role: role, ClusterID: testClusterID, ReplicaID: 2}
+		transcript := codec.Transcript{ClusterID: testClusterID, Initiator: 2, Responder: 1, ServerNonce: r.challenge.Nonce}
+		hello.MAC = codec.InitiatorMAC(testSecret, &transcript)
 		if err := r.write(codec.AppendHello(nil, &hello)); err != nil {
 			t.Fatal(err)
 		}

@@ -197,23 +197,32 @@ func (l *peerLink) handshake(conn net.Conn) (uint32, error) {
 	if err := codec.DecodeChallenge(frame, &challenge, &s.cfg.Limits); err != nil {
 		return 0, fmt.Errorf("%w: peer %d: %w", ErrHandshake, l.id, err)
 	}
-	if challenge.Version != codec.Version {
-		return 0, fmt.Errorf("%w: peer %d speaks protocol version %d, this replica %d",
-			ErrHandshake, l.id, challenge.Version, codec.Version)
+	if challenge.Version < codec.HandshakeVersion {
+		return 0, fmt.Errorf("%w: peer %d speaks handshake version %d, this replica requires %d (a version-1 proof can be relayed: upgrade every replica)",
+			ErrHandshake, l.id, challenge.Version, codec.HandshakeVersion)
 	}
 	if challenge.ClusterID != s.cfg.ClusterID {
 		return 0, fmt.Errorf("%w: peer %d is in cluster %d, this replica in %d",
 			ErrHandshake, l.id, challenge.ClusterID, s.cfg.ClusterID)
 	}
 	hello := codec.Hello{
-		Version:   codec.Version,
+		Version:   codec.HandshakeVersion,
 		Role:      codec.RolePeer,
 		ClusterID: s.cfg.ClusterID,
 		ReplicaID: s.cfg.ReplicaID,
 		Features:  s.cfg.Features,
 		Nonce:     newNonce(),
 	}
-	hello.MAC = codec.HelloMAC(s.cfg.Secret, challenge.Nonce, s.cfg.ClusterID, s.cfg.ReplicaID, s.cfg.Features)
+	// The proof names the replica this link is for: relayed to any other, it fails.
+	transcript := codec.Transcript{
+		ClusterID:      s.cfg.ClusterID,
+		Initiator:      s.cfg.ReplicaID,
+		Responder:      l.id,
+		ServerNonce:    challenge.Nonce,
+		ConnectorNonce: hello.Nonce,
+		Features:       hello.Features,
+	}
+	hello.MAC = codec.InitiatorMAC(s.cfg.Secret, &transcript)
 	if _, err := conn.Write(codec.AppendHello(nil, &hello)); err != nil {
 		return 0, fmt.Errorf("writing Hello: %w", err)
 	}
@@ -233,8 +242,8 @@ func (l *peerLink) handshake(conn net.Conn) (uint32, error) {
 	if welcome.Features&^s.cfg.Features != 0 {
 		return 0, fmt.Errorf("%w: peer %d agreed to features %#x this replica did not offer", ErrHandshake, l.id, welcome.Features)
 	}
-	want := codec.WelcomeMAC(s.cfg.Secret, hello.Nonce, s.cfg.ClusterID, l.id, welcome.Features)
-	if !codec.VerifyMAC(welcome.MAC, want) {
+	transcript.Features = welcome.Features
+	if !codec.VerifyMAC(welcome.MAC, codec.ResponderMAC(s.cfg.Secret, &transcript)) {
 		return 0, fmt.Errorf("%w: peer %d: Welcome MAC does not verify (wrong secret?)", ErrHandshake, l.id)
 	}
 	_ = conn.SetDeadline(time.Time{})

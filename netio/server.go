@@ -64,10 +64,14 @@ type Server struct {
 	stopPeers context.CancelFunc
 	peersDone sync.WaitGroup
 
-	// handshaking holds inbound connections that have not completed the handshake, with their
-	// deadline; the engine's ticker closes the overdue ones.
-	handshakeMu sync.Mutex
-	handshaking map[*connState]time.Time
+	// epoch starts clock(); guard registers inbound connections for the limits and the sweep
+	// (guard.go); warnings rate-limits the warnings about them (warn.go).
+	epoch    time.Time
+	guard    connGuard
+	warnings *warnLimiter
+	// clientLimits are Limits with FrameBytesMax lowered to the largest legal Request
+	// (clientFrameBytesMax): what client connections are decoded with.
+	clientLimits codec.Limits
 }
 
 // NewServer validates cfg and returns a stopped Server. Start binds.
@@ -89,12 +93,17 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	}
 	cfg.Peers = peers
 	s := &Server{
-		cfg:         cfg,
-		handler:     h,
-		log:         cfg.Logger.With("component", "netio", "replica", cfg.ReplicaID),
-		peers:       make(map[uint32]*peerLink, len(peers)),
-		handshaking: make(map[*connState]time.Time),
+		cfg:          cfg,
+		handler:      h,
+		log:          cfg.Logger.With("component", "netio", "replica", cfg.ReplicaID),
+		peers:        make(map[uint32]*peerLink, len(peers)),
+		epoch:        time.Now(),
+		warnings:     newWarnLimiter(cfg.WarnInterval),
+		clientLimits: cfg.Limits,
 	}
+	s.clientLimits.FrameBytesMax = clientFrameBytesMax(&cfg.Limits)
+	s.guard.clients = make(map[*connState]struct{})
+	s.guard.peers = make(map[uint32]*connState, len(peers))
 	empty := ""
 	s.leaderAddr.Store(&empty)
 	for id, addr := range peers {
@@ -116,6 +125,7 @@ func (s *Server) Start() error {
 	s.booted = make(chan struct{})
 	s.runDone = make(chan struct{})
 
+	s.fitDescriptors()
 	loops := s.cfg.EventLoops
 	if loops == 0 {
 		loops = DefaultEventLoops()
@@ -142,6 +152,11 @@ func (s *Server) Start() error {
 		// inherits these pprof labels.
 		err := gnet.Run(handler, protoAddr, options...)
 		s.runErr = err
+		if s.engineStoppedUnasked() {
+			// gnet stops the whole engine on some accept errors (see fitDescriptors): the
+			// replica no longer takes connections, and must say so.
+			s.log.Error("netio: event loops stopped unasked: no longer accepting connections", "err", err)
+		}
 		close(s.runDone)
 	})
 	select {
@@ -188,6 +203,18 @@ func (s *Server) SetLeader(id uint32, addr string) {
 // Leader returns the hint last given to SetLeader.
 func (s *Server) Leader() (id uint32, addr string) {
 	return s.leaderID.Load(), *s.leaderAddr.Load()
+}
+
+// engineStoppedUnasked reports whether the engine stopped after it booted without Stop.
+func (s *Server) engineStoppedUnasked() bool {
+	select {
+	case <-s.booted:
+	default:
+		return false // a bind failure: Start reports it
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.stopped
 }
 
 // Stats returns a snapshot of the counters.
@@ -238,41 +265,11 @@ func (s *Server) Stop(ctx context.Context) error {
 // readBufferBytes is gnet's per-event-loop read buffer.
 const readBufferBytes = 256 << 10
 
-// tickInterval is how often the engine's ticker looks for overdue handshakes.
+// tickInterval is how often the engine's ticker runs the sweep (guard.go): a quarter of the
+// shortest timeout it enforces, within [10 ms, 250 ms].
 func (s *Server) tickInterval() time.Duration {
-	d := s.cfg.HandshakeTimeout / 4
+	d := min(s.cfg.HandshakeTimeout, s.cfg.FrameTimeout, s.cfg.IdleTimeout) / 4
 	return min(max(d, 10*time.Millisecond), 250*time.Millisecond)
-}
-
-// closeOverdueHandshakes closes every inbound connection past its handshake deadline.
-func (s *Server) closeOverdueHandshakes(now time.Time) {
-	var overdue []*connState
-	s.handshakeMu.Lock()
-	for cs, deadline := range s.handshaking {
-		if now.After(deadline) {
-			overdue = append(overdue, cs)
-			delete(s.handshaking, cs)
-		}
-	}
-	s.handshakeMu.Unlock()
-	for _, cs := range overdue {
-		s.stats.handshakeFailures.Add(1)
-		s.log.Warn("netio: closing connection: no valid Hello within HandshakeTimeout",
-			"conn", cs.id, "remote", cs.remote, "timeout", s.cfg.HandshakeTimeout)
-		_ = cs.gc.Close()
-	}
-}
-
-func (s *Server) addHandshaking(cs *connState) {
-	s.handshakeMu.Lock()
-	s.handshaking[cs] = time.Now().Add(s.cfg.HandshakeTimeout)
-	s.handshakeMu.Unlock()
-}
-
-func (s *Server) removeHandshaking(cs *connState) {
-	s.handshakeMu.Lock()
-	delete(s.handshaking, cs)
-	s.handshakeMu.Unlock()
 }
 
 // listenerAddr reads the bound address from a duplicate of the listening socket.
