@@ -44,6 +44,9 @@ type Options struct {
 	Logger *slog.Logger
 	// FS is the file system; nil means the operating system's. Tests inject faults here.
 	FS FS
+	// IndexKeys keeps, in memory, where the latest record of every key lies, so ReadKey
+	// costs one positioned read (about 50 bytes per live key; Replay does not need it).
+	IndexKeys bool
 
 	// syncEachAppend makes the writer issue one write and one fdatasync per Append call
 	// instead of one per round: the baseline the group-commit benchmarks compare against.

@@ -44,7 +44,7 @@ type scanStop struct {
 // visited only once it is known to be whole, so visit never sees records of a torn batch.
 // It returns the summary of the valid prefix and, if that prefix ends before size, why.
 func scanSegment(f File, info *segmentInfo, size int64, buffer *[]byte,
-	visit func(Record) error) (*scanStop, error) {
+	visit func(Record) error, keys *keyIndex) (*scanStop, error) {
 	position := int64(segmentHeaderSize)
 	index := info.firstIndex
 	var header [batchHeaderSize]byte
@@ -86,6 +86,9 @@ func scanSegment(f File, info *segmentInfo, size int64, buffer *[]byte,
 			if _, _, _, err := verifyBatchBody(body, h.records, info.salt, visit); err != nil {
 				return nil, err
 			}
+		}
+		if keys != nil {
+			keys.addBatch(body, position+batchHeaderSize, info.firstIndex)
 		}
 		info.addKeys(summary.minKey, summary.maxKey, uint64(h.records))
 		index += uint64(h.records)
@@ -261,7 +264,7 @@ func (w *WAL) recoverSegment(f File, info *segmentInfo, last bool, buffer *[]byt
 	}
 	info.salt = salt
 	info.end = segmentHeaderSize
-	stop, err := scanSegment(f, info, size, buffer, nil)
+	stop, err := scanSegment(f, info, size, buffer, nil, w.index)
 	if err != nil {
 		return fmt.Errorf("wal: reading %s: %w", info.name, err)
 	}

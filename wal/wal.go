@@ -58,6 +58,7 @@ type WAL struct {
 
 	hardState hardStateFile
 	stats     statistics
+	index     *keyIndex // nil unless Options.IndexKeys
 	preparer  *segmentPreparer // nil until Open succeeds
 }
 
@@ -115,6 +116,9 @@ func Open(options Options) (*WAL, error) {
 		return nil, err
 	}
 	w := &WAL{options: options, fs: options.FS, logger: options.Logger}
+	if options.IndexKeys {
+		w.index = newKeyIndex()
+	}
 	if w.fs == nil {
 		w.fs = OSFS()
 	}
@@ -395,7 +399,11 @@ func (w *WAL) writeBatch(data []byte, start, end int, offset int64, records int,
 	info := w.segments[len(w.segments)-1]
 	info.addKeys(minKey, maxKey, uint64(records))
 	info.end = offset + int64(len(b))
+	segment := info.firstIndex
 	w.segmentsMu.Unlock()
+	if w.index != nil { // only durable records are indexed: ReadKey never sees a lost write
+		w.index.addBatch(data[start:end], offset+batchHeaderSize, segment)
+	}
 	w.requestIfHalfFull(offset + int64(len(b)))
 	return nil
 }
@@ -540,6 +548,13 @@ func (w *WAL) TruncateBefore(key uint64) error {
 		w.segmentsMu.Lock()
 		w.segments = append(w.segments[:0:0], w.segments[removed:]...)
 		w.segmentsMu.Unlock()
+		if w.index != nil {
+			gone := make(map[uint64]bool, removed)
+			for _, s := range victims[:removed] {
+				gone[s.firstIndex] = true
+			}
+			w.index.dropSegments(gone)
+		}
 		if syncErr := w.fs.SyncDir(w.options.Dir); syncErr != nil {
 			// The renames may not be durable: a spare reused now could, after a crash,
 			// reappear under its segment name with its reuse's writes in it.
@@ -612,7 +627,7 @@ func (w *WAL) Replay(fn func(r Record) error) error {
 			return err
 		}
 		scanned := segmentInfo{name: s.name, firstIndex: s.firstIndex, salt: s.salt}
-		stop, err := scanSegment(f, &scanned, s.end, &buffer, fn)
+		stop, err := scanSegment(f, &scanned, s.end, &buffer, fn, nil)
 		f.Close()
 		if err != nil {
 			return err
