@@ -58,7 +58,7 @@ type WAL struct {
 
 	hardState hardStateFile
 	stats     statistics
-	index     *keyIndex // nil unless Options.IndexKeys
+	index     *keyIndex        // nil unless Options.IndexKeys
 	preparer  *segmentPreparer // nil until Open succeeds
 }
 
