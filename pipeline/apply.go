@@ -84,6 +84,7 @@ func (r *replies) flush() {
 // from a snapshot that stores the next offset, so offsets survive restarts.
 func (n *Node) runApply() {
 	defer close(n.applyDone)
+	defer close(n.diskReads) // the apply goroutine is the disk reader's only sender
 	sessions := core.NewSessionsBounded(n.cfg.SessionsMax, n.cfg.SessionSeqsMax)
 	state := AppliedState{Digest: DigestStart}
 	embed := n.newEmbedApply(sessions, &state)
@@ -168,7 +169,13 @@ func (n *Node) runApply() {
 		snapshot := state
 		n.applied.Store(&snapshot)
 		for i := range reads {
-			out.add(reads[i].conn, n.answerRead(&reads[i]))
+			// A slot the cache holds is answered here; one only on disk goes to the disk
+			// reader, so no read ever holds up the acknowledgements behind it.
+			if resp, needDisk := n.answerRead(&reads[i], true); !needDisk {
+				out.add(reads[i].conn, resp)
+			} else if resp, queued := n.queueDiskRead(reads[i]); !queued {
+				out.add(reads[i].conn, resp)
+			}
 			reads[i] = pendingRead{}
 		}
 		reads = reads[:0]

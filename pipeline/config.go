@@ -72,6 +72,11 @@ type Config struct {
 	// ApplyQueueMax bounds the Ready results waiting for the apply stage; the step loop waits
 	// when it is full.
 	ApplyQueueMax int
+	// DiskReadQueueMax bounds the reads waiting for the disk reader (reads over the wire of
+	// slots the chosen-value cache no longer holds); beyond it a read is answered
+	// StatusOverloaded at once. Disk reads never run on the apply goroutine, so a flood of
+	// them cannot hold up acknowledgements.
+	DiskReadQueueMax int
 	// PendingRequestsMax bounds the requests taken from all clients and not yet answered;
 	// beyond it ingest stops reading client connections until answers free room.
 	PendingRequestsMax int
@@ -130,6 +135,7 @@ const (
 	DefaultCatchUpBytesMax    = 4 << 20
 	DefaultPeerQueueMax       = 16384
 	DefaultApplyQueueMax      = 1024
+	DefaultDiskReadQueueMax   = 256
 	DefaultPendingRequestsMax = 1 << 18
 	DefaultSessionsMax        = 1 << 16
 	DefaultSessionSeqsMax     = core.DefaultSessionSeqsMax
@@ -155,6 +161,7 @@ func DefaultConfig() Config {
 		Batching:           batching.DefaultConfig(),
 		PeerQueueMax:       DefaultPeerQueueMax,
 		ApplyQueueMax:      DefaultApplyQueueMax,
+		DiskReadQueueMax:   DefaultDiskReadQueueMax,
 		PendingRequestsMax: DefaultPendingRequestsMax,
 		SessionsMax:        DefaultSessionsMax,
 		SessionSeqsMax:     DefaultSessionSeqsMax,
@@ -235,6 +242,7 @@ func (c *Config) Validate() error {
 		{"CatchUpBytesMax", c.CatchUpBytesMax},
 		{"PeerQueueMax", c.PeerQueueMax},
 		{"ApplyQueueMax", c.ApplyQueueMax},
+		{"DiskReadQueueMax", c.DiskReadQueueMax},
 		{"PendingRequestsMax", c.PendingRequestsMax},
 		{"SessionsMax", c.SessionsMax},
 		{"SessionSeqsMax", c.SessionSeqsMax},
@@ -337,5 +345,6 @@ func (c *Config) walOptions(logger *slog.Logger) wal.Options {
 	o.NoSync = c.NoSync
 	o.Logger = logger
 	o.FS = c.WALFS
+	o.IndexKeys = true // reads of slots the cache no longer holds: one positioned read each
 	return o
 }

@@ -318,25 +318,19 @@ func (n *Node) chosenValue(slot uint64) ([]byte, error) {
 	return n.walValue(slot)
 }
 
-// walValue scans the WAL for slot's latest record. Slow (it reads the segments): only for
+// walValue reads slot's latest record from the WAL: one positioned read (wal.ReadKey), for
 // slots older than the cache.
 func (n *Node) walValue(slot uint64) ([]byte, error) {
-	var value []byte
-	found := false
-	err := n.wal.Replay(func(r wal.Record) error {
-		if r.Type != recordEntry || r.Key != slot || len(r.Payload) < entryHeaderSize {
-			return nil
-		}
-		value, found = append(value[:0], r.Payload[entryHeaderSize:]...), true
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: read slot %d: %w", ErrWAL, slot, err)
-	}
-	if !found {
+	r, err := n.wal.ReadKey(slot)
+	switch {
+	case errors.Is(err, wal.ErrKeyNotFound):
 		return nil, fmt.Errorf("%w: slot %d is in neither the cache nor the WAL", ErrCompacted, slot)
+	case err != nil:
+		return nil, fmt.Errorf("%w: read slot %d: %w", ErrWAL, slot, err)
+	case r.Type != recordEntry || len(r.Payload) < entryHeaderSize:
+		return nil, fmt.Errorf("%w: slot %d: record of type %d, %d bytes, is not an entry", ErrWAL, slot, r.Type, len(r.Payload))
 	}
-	return value, nil
+	return r.Payload[entryHeaderSize:], nil
 }
 
 // applyRound collects what one apply round did, for the index and the Application. It lives

@@ -58,8 +58,13 @@ type Node struct {
 	stepDone    chan struct{}
 	applyDone   chan struct{}
 	persistExit chan struct{}
-	fatal       chan error // a stage failed (the WAL): the node must stop
-	stopOnce    sync.Once
+	// diskReads: reads over the wire whose slot only the WAL holds, for the disk reader
+	// (reads.go); sent by the apply goroutine only, which closes it when it ends.
+	diskReads           chan pendingRead
+	diskReadsDone       chan struct{}
+	diskReadsOverloaded atomic.Uint64 // answered StatusOverloaded: the queue was full
+	fatal               chan error    // a stage failed (the WAL): the node must stop
+	stopOnce            sync.Once
 
 	// Shared between the step loop (writer) and ingest (readers).
 	isLeader atomic.Bool
@@ -105,22 +110,24 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("pipeline: Config.Batching: %w: %w", err, ErrInvalidConfig)
 	}
 	n := &Node{
-		cfg:         cfg,
-		log:         logger,
-		batcher:     batcher,
-		ring:        newChosenRing(cfg.CacheBytesMax, cfg.CacheColdBytesMax),
-		peerCh:      make(chan codec.Message, cfg.PeerQueueMax),
-		kick:        make(chan struct{}, 1),
-		persistCh:   make(chan hardStateJob, cfg.PersistInflightMax),
-		persistDone: make(chan persistResult, 2*cfg.PersistInflightMax), // entries + hard state per Ready
-		applyCh:     make(chan applyJob, cfg.ApplyQueueMax),
-		stop:        make(chan struct{}),
-		stepDone:    make(chan struct{}),
-		applyDone:   make(chan struct{}),
-		persistExit: make(chan struct{}),
-		fatal:       make(chan error, 1),
-		waiters:     newWaiterTable(1024),
-		latency:     newStageLatencies(),
+		cfg:           cfg,
+		log:           logger,
+		batcher:       batcher,
+		ring:          newChosenRing(cfg.CacheBytesMax, cfg.CacheColdBytesMax),
+		peerCh:        make(chan codec.Message, cfg.PeerQueueMax),
+		kick:          make(chan struct{}, 1),
+		persistCh:     make(chan hardStateJob, cfg.PersistInflightMax),
+		persistDone:   make(chan persistResult, 2*cfg.PersistInflightMax), // entries + hard state per Ready
+		applyCh:       make(chan applyJob, cfg.ApplyQueueMax),
+		stop:          make(chan struct{}),
+		stepDone:      make(chan struct{}),
+		applyDone:     make(chan struct{}),
+		persistExit:   make(chan struct{}),
+		diskReads:     make(chan pendingRead, cfg.DiskReadQueueMax),
+		diskReadsDone: make(chan struct{}),
+		fatal:         make(chan error, 1),
+		waiters:       newWaiterTable(1024),
+		latency:       newStageLatencies(),
 	}
 	n.applied.Store(&AppliedState{})
 
@@ -174,6 +181,7 @@ func Start(cfg Config) (*Node, error) {
 		"commit", persisted.HardState.Commit, "promised", persisted.HardState.Promised)
 	go pprof.Do(context.Background(), pprof.Labels("stage", "hardstate"), func(context.Context) { n.runPersist() })
 	go pprof.Do(context.Background(), pprof.Labels("stage", "apply"), func(context.Context) { n.runApply() })
+	go pprof.Do(context.Background(), pprof.Labels("stage", "disk-reads"), func(context.Context) { n.runDiskReads() })
 	go pprof.Do(context.Background(), pprof.Labels("stage", "step"), func(context.Context) { n.runStep() })
 	n.startEmbedStages()
 	return n, nil
@@ -264,6 +272,10 @@ func (n *Node) Stop(ctx context.Context) error {
 	}
 	select {
 	case <-n.applyDone:
+	case <-ctx.Done():
+	}
+	select {
+	case <-n.diskReadsDone:
 	case <-ctx.Done():
 	}
 	n.stopEmbedStages()

@@ -168,3 +168,86 @@ func TestReadOutsideTheSessionWindowIsRefusedAsARead(t *testing.T) {
 		t.Fatalf("got %+v, want not found on an empty log", resp)
 	}
 }
+
+// Issue 15, defect 2: a few hundred ReadAts of old offsets stopped every acknowledgement (each
+// replayed the whole WAL on the apply goroutine). Reads of slots only the WAL holds now cost
+// one positioned read each, on the disk reader, behind a bounded queue: appends keep their
+// latency while 400 such reads run, and every read still returns the right command.
+func TestOldOffsetReadsDoNotStallAcknowledgements(t *testing.T) {
+	c := startCluster(t, 3, func(cfg *Config) {
+		cfg.CacheBytesMax = 1 // the ring keeps one value: old slots are only in the WAL
+		cfg.CacheColdBytesMax = 0
+		cfg.DiskReadQueueMax = 64
+	})
+	c.waitLeader(5 * time.Second)
+	ctx := context.Background()
+	payload := func(i int) []byte { return []byte(fmt.Sprintf("%06d-%s", i, make([]byte, 2000))) }
+	// A log of about 8 MB, written by 8 clients at once (each append its own slot or few).
+	const writers, perWriter = 8, 500
+	var wg sync.WaitGroup
+	offsets := make([]map[uint64]int, writers)
+	for w := range writers {
+		cl := dialClient(t, c.endpoints(), nil)
+		offsets[w] = map[uint64]int{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				n := w*perWriter + i
+				r, err := cl.Append(ctx, payload(n))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				offsets[w][r.Offset] = n
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	written := map[uint64]int{}
+	for _, m := range offsets {
+		for o, n := range m {
+			written[o] = n
+		}
+	}
+	// 400 reads of old offsets from 8 clients, 50 in flight each, while one client appends.
+	readErrs := make(chan error, 400)
+	for r := range 8 {
+		cl := dialClient(t, c.endpoints(), nil)
+		for i := range 50 {
+			offset := uint64((r*50 + i) * 7 % (writers * perWriter / 2))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got, err := cl.ReadAt(ctx, offset)
+				switch {
+				case err != nil:
+					readErrs <- fmt.Errorf("ReadAt(%d): %v", offset, err)
+				case !got.Found || string(got.Payload) != string(payload(written[offset])):
+					readErrs <- fmt.Errorf("ReadAt(%d) = found %v, %.10q", offset, got.Found, got.Payload)
+				}
+			}()
+		}
+	}
+	writer := dialClient(t, c.endpoints(), nil)
+	var slowest time.Duration
+	for range 100 {
+		start := time.Now()
+		if _, err := writer.Append(ctx, []byte("during the reads")); err != nil {
+			t.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	wg.Wait()
+	close(readErrs)
+	for err := range readErrs {
+		t.Error(err)
+	}
+	t.Logf("slowest of 100 appends during 400 old-offset reads: %v", slowest)
+	if slowest > 500*time.Millisecond {
+		t.Fatalf("an append took %v while old offsets were read: reads hold up acknowledgements", slowest)
+	}
+}
