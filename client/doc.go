@@ -21,6 +21,13 @@
 // The floor never lags the newest seq by InflightMax or more: submitting blocks until it
 // rises (the replicas refuse larger gaps).
 //
+// The replicas remember a client while it is active. Their table holds a bounded number of
+// clients (pipeline.Config.SessionsMax); when it is full, a new client's command is answered
+// StatusOverloaded (and resent) rather than evict a client that may still retry. A client
+// idle for SessionIdleSlotsMax slots (default 2^24, over two hours at the highest slot rate
+// measured) may make room for a new one: a command resent after that long may apply twice.
+// Calls time out long before (Config.RequestTimeout).
+//
 // # Outcomes
 //
 //   - nil error: the command was chosen at Result (Slot, Index), a total order, and took

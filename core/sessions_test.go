@@ -100,25 +100,29 @@ func TestSessionsRules(t *testing.T) {
 	}
 }
 
-func TestSessionsEvictsOldestActivityThenLowestClient(t *testing.T) {
-	s := NewSessionsBounded(3, 16)
+// Issue 15, defect 7: a flood of new client ids evicted a live session, and its retry applied
+// twice. A full table refuses new clients until its least recently active session has been
+// idle for idleSlotsMax slots; only then does that one (ties: the lower client id) make room.
+func TestSessionsFullTableRefusesNewClientsUntilOneIsIdle(t *testing.T) {
+	s := NewSessionsLimited(3, 16, 10)
 	runSessionSteps(t, s, []sessionStep{
 		{client: 30, seq: 1, floor: 1, slot: 5, want: SessionApplied},
 		{client: 20, seq: 1, floor: 1, slot: 5, index: 1, want: SessionApplied},
 		{client: 10, seq: 1, floor: 1, slot: 9, want: SessionApplied},
 		{why: "client 30 is now recent", client: 30, seq: 2, floor: 2, slot: 12, want: SessionApplied},
-		{why: "over max: (5, client 20) is the oldest", client: 40, seq: 1, floor: 1, slot: 13, want: SessionApplied},
+		{why: "full, and (5, client 20) is idle for 9 < 10 slots", client: 40, seq: 1, floor: 1, slot: 14, want: SessionFull},
+		{why: "a refused command changed nothing: 20's retry is a duplicate", client: 20, seq: 1, floor: 1, slot: 14, want: SessionDuplicate, origSlot: 5, origIndex: 1},
+		{why: "full, and (9, client 10) is idle for 9 < 10 slots", client: 40, seq: 1, floor: 1, slot: 18, want: SessionFull},
+		{why: "client 10 idle for 10 slots makes room", client: 40, seq: 1, floor: 1, slot: 19, want: SessionApplied},
 	})
 	if s.Len() != 3 {
 		t.Fatalf("Len %d, want 3", s.Len())
 	}
 	runSessionSteps(t, s, []sessionStep{
-		{why: "client 20 was evicted: its retry applies again", client: 20, seq: 1, floor: 1, slot: 14, want: SessionApplied},
-		// That re-added 20 at slot 14 and evicted the next oldest: client 10 (slot 9).
-		{why: "client 30 (slot 12) was kept", client: 30, seq: 2, floor: 2, slot: 15, want: SessionDuplicate, origSlot: 12},
-		{why: "a duplicate counts as activity: 30 is at slot 15", client: 50, seq: 1, floor: 1, slot: 16, want: SessionApplied},
-		{why: "40 (slot 13) went, 30 stays", client: 30, seq: 2, floor: 2, slot: 17, want: SessionDuplicate, origSlot: 12},
-		{why: "40 was evicted", client: 40, seq: 1, floor: 1, slot: 18, want: SessionApplied},
+		{why: "client 10 was the one that went; now (12, client 30), idle 18, makes room", client: 10, seq: 1, floor: 1, slot: 30, want: SessionApplied},
+		{why: "30, retried past the idle bound, is new again (the documented limit); 20 makes room", client: 30, seq: 2, floor: 2, slot: 31, want: SessionApplied},
+		{why: "40 (slot 19) was kept", client: 40, seq: 1, floor: 1, slot: 32, want: SessionDuplicate, origSlot: 19},
+		{why: "full: 40 (slot 32), 10 (30), 30 (31) are all within the bound", client: 50, seq: 1, floor: 1, slot: 33, want: SessionFull},
 	})
 }
 
@@ -194,9 +198,10 @@ func TestSessionsUnmarshalRejectsMalformed(t *testing.T) {
 
 // sessionsModel is the reference: maps instead of sorted slices, a scan instead of a heap.
 type sessionsModel struct {
-	clientsMax int
-	seqsMax    uint64
-	clients    map[uint64]*modelClient
+	clientsMax   int
+	seqsMax      uint64
+	idleSlotsMax uint64
+	clients      map[uint64]*modelClient
 }
 
 type modelClient struct {
@@ -214,9 +219,7 @@ func (m *sessionsModel) apply(client, seq, floor, slot uint64, index uint32, off
 		return SessionResult{Outcome: SessionRefused}
 	}
 	if !known {
-		c = &modelClient{floor: floor, slot: slot, applied: map[uint64]SessionResult{}}
-		m.clients[client] = c
-		for len(m.clients) > m.clientsMax {
+		if len(m.clients) >= m.clientsMax {
 			var oldID uint64
 			var old *modelClient
 			for id, o := range m.clients {
@@ -224,8 +227,13 @@ func (m *sessionsModel) apply(client, seq, floor, slot uint64, index uint32, off
 					oldID, old = id, o
 				}
 			}
+			if slot-old.slot < m.idleSlotsMax {
+				return SessionResult{Outcome: SessionFull}
+			}
 			delete(m.clients, oldID)
 		}
+		c = &modelClient{floor: floor, slot: slot, applied: map[uint64]SessionResult{}}
+		m.clients[client] = c
 	}
 	c.slot = slot
 	c.floor = newFloor
@@ -250,9 +258,9 @@ func (m *sessionsModel) apply(client, seq, floor, slot uint64, index uint32, off
 func TestSessionsMatchesReferenceModel(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		r := rand.New(rand.NewPCG(seed, 77))
-		clientsMax, seqsMax := 1+r.IntN(6), 1+r.IntN(12)
-		s := NewSessionsBounded(clientsMax, seqsMax)
-		m := &sessionsModel{clientsMax: clientsMax, seqsMax: uint64(seqsMax), clients: map[uint64]*modelClient{}}
+		clientsMax, seqsMax, idle := 1+r.IntN(6), 1+r.IntN(12), uint64(1+r.IntN(30))
+		s := NewSessionsLimited(clientsMax, seqsMax, idle)
+		m := &sessionsModel{clientsMax: clientsMax, seqsMax: uint64(seqsMax), idleSlotsMax: idle, clients: map[uint64]*modelClient{}}
 		next := map[uint64]uint64{} // per client: a moving base for seqs
 		slot, offset := uint64(0), uint64(0)
 		for step := 0; step < 3000; step++ {
@@ -284,7 +292,7 @@ func TestSessionsMatchesReferenceModel(t *testing.T) {
 			}
 			if step%500 == 499 {
 				b, _ := s.MarshalBinary()
-				s = NewSessionsBounded(clientsMax, seqsMax)
+				s = NewSessionsLimited(clientsMax, seqsMax, idle)
 				if err := s.UnmarshalBinary(b); err != nil {
 					t.Fatalf("seed %d step %d: snapshot: %v", seed, step, err)
 				}

@@ -85,7 +85,7 @@ func (r *replies) flush() {
 func (n *Node) runApply() {
 	defer close(n.applyDone)
 	defer close(n.diskReads) // the apply goroutine is the disk reader's only sender
-	sessions := core.NewSessionsBounded(n.cfg.SessionsMax, n.cfg.SessionSeqsMax)
+	sessions := core.NewSessionsLimited(n.cfg.SessionsMax, n.cfg.SessionSeqsMax, n.cfg.SessionIdleSlotsMax)
 	state := AppliedState{Digest: DigestStart}
 	embed := n.newEmbedApply(sessions, &state)
 	state.Offset = embed.nextOffset()
@@ -211,6 +211,8 @@ func answerOf(cmd codec.Command, slot uint64, index uint32, offset uint64, r cor
 		resp.Slot, resp.Index, resp.Offset = r.Slot, r.Index, r.Offset
 	case core.SessionAbandoned:
 		resp.Status = codec.StatusAbandoned
+	case core.SessionFull:
+		resp.Status = codec.StatusOverloaded // a new client in a full table: not applied, retry later
 	default: // core.SessionRefused: seq too far above the client's floor
 		resp.Status = codec.StatusInvalid
 	}

@@ -86,6 +86,10 @@ type Config struct {
 	// floor (the seqs remembered per client); beyond it the command is answered StatusInvalid
 	// and never applied. Every replica of a cluster must use the same value.
 	SessionSeqsMax int
+	// SessionIdleSlotsMax: in a full exactly-once table, a client idle for this many slots
+	// may make room for a new one; before that a new client is answered StatusOverloaded
+	// (core.Sessions). Every replica of a cluster must use the same value.
+	SessionIdleSlotsMax uint64
 	// CacheBytesMax bounds the in-memory ring of recent chosen values that serves catch-up
 	// below core's retained slots.
 	CacheBytesMax int
@@ -148,30 +152,31 @@ const (
 func DefaultConfig() Config {
 	w := wal.DefaultOptions("")
 	return Config{
-		TickInterval:       DefaultTickInterval,
-		ElectionTicks:      DefaultElectionTicks,
-		HeartbeatTicks:     DefaultHeartbeatTicks,
-		RetransmitTicks:    DefaultRetransmitTicks,
-		Window:             DefaultWindow,
-		InflightBytesMax:   DefaultInflightBytesMax,
-		RetainSlots:        DefaultRetainSlots,
-		RetainBytesMax:     DefaultRetainBytesMax,
-		CatchUpSlotsMax:    DefaultCatchUpSlotsMax,
-		CatchUpBytesMax:    DefaultCatchUpBytesMax,
-		Batching:           batching.DefaultConfig(),
-		PeerQueueMax:       DefaultPeerQueueMax,
-		ApplyQueueMax:      DefaultApplyQueueMax,
-		DiskReadQueueMax:   DefaultDiskReadQueueMax,
-		PendingRequestsMax: DefaultPendingRequestsMax,
-		SessionsMax:        DefaultSessionsMax,
-		SessionSeqsMax:     DefaultSessionSeqsMax,
-		CacheBytesMax:      DefaultCacheBytesMax,
-		PersistInflightMax: DefaultPersistInflightMax,
-		CacheColdBytesMax:  DefaultCacheColdBytesMax,
-		WALSegmentBytes:    w.SegmentBytes,
-		WALQueueBytesMax:   w.QueueBytesMax,
-		Network:            defaultNetwork(),
-		Snapshot:           DefaultSnapshotConfig(),
+		TickInterval:        DefaultTickInterval,
+		ElectionTicks:       DefaultElectionTicks,
+		HeartbeatTicks:      DefaultHeartbeatTicks,
+		RetransmitTicks:     DefaultRetransmitTicks,
+		Window:              DefaultWindow,
+		InflightBytesMax:    DefaultInflightBytesMax,
+		RetainSlots:         DefaultRetainSlots,
+		RetainBytesMax:      DefaultRetainBytesMax,
+		CatchUpSlotsMax:     DefaultCatchUpSlotsMax,
+		CatchUpBytesMax:     DefaultCatchUpBytesMax,
+		Batching:            batching.DefaultConfig(),
+		PeerQueueMax:        DefaultPeerQueueMax,
+		ApplyQueueMax:       DefaultApplyQueueMax,
+		DiskReadQueueMax:    DefaultDiskReadQueueMax,
+		PendingRequestsMax:  DefaultPendingRequestsMax,
+		SessionsMax:         DefaultSessionsMax,
+		SessionSeqsMax:      DefaultSessionSeqsMax,
+		SessionIdleSlotsMax: core.DefaultSessionIdleSlotsMax,
+		CacheBytesMax:       DefaultCacheBytesMax,
+		PersistInflightMax:  DefaultPersistInflightMax,
+		CacheColdBytesMax:   DefaultCacheColdBytesMax,
+		WALSegmentBytes:     w.SegmentBytes,
+		WALQueueBytesMax:    w.QueueBytesMax,
+		Network:             defaultNetwork(),
+		Snapshot:            DefaultSnapshotConfig(),
 	}
 }
 
@@ -246,6 +251,7 @@ func (c *Config) Validate() error {
 		{"PendingRequestsMax", c.PendingRequestsMax},
 		{"SessionsMax", c.SessionsMax},
 		{"SessionSeqsMax", c.SessionSeqsMax},
+		{"SessionIdleSlotsMax", int(min(c.SessionIdleSlotsMax, 1<<62))},
 		{"CacheBytesMax", c.CacheBytesMax},
 		{"PersistInflightMax", c.PersistInflightMax},
 		{"WALQueueBytesMax", c.WALQueueBytesMax},
