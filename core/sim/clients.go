@@ -3,7 +3,6 @@ package sim
 import (
 	"bytes"
 	"encoding/binary"
-	"maps"
 	"slices"
 
 	"github.com/mpaxos/mpaxos/codec"
@@ -62,7 +61,8 @@ func (c *client) floor() uint64 {
 	return c.next
 }
 
-// snapshot is the application's snapshot: the state machine as of slot len(values).
+// snapshot is the application's snapshot: the state machine as of slot len(values). On a disk
+// and on the wire it is a snapshot file (snapshot_file.go).
 type snapshot struct {
 	values    [][]byte // the chosen value of every slot below len(values)
 	sessions  []byte   // core.Sessions.MarshalBinary
@@ -85,26 +85,27 @@ type stateMachine struct {
 	sessionSeqsMax     int
 }
 
-// restore replaces the state machine with a snapshot (empty: a fresh one).
+// restore replaces the state machine with a snapshot (empty: a fresh one), taking over its
+// memory (a snapshot decoded from a file is the state machine's alone).
 func (sm *stateMachine) restore(s snapshot) {
-	sm.values = slices.Clone(s.values)
+	sm.values = s.values
 	sm.sessions = core.NewSessionsBounded(sm.sessionsClientsMax, sm.sessionSeqsMax)
-	if s.sessions != nil {
+	if len(s.sessions) > 0 {
 		if err := sm.sessions.UnmarshalBinary(s.sessions); err != nil {
-			panic(&Violation{Invariant: "snapshot restore", Detail: err.Error()})
+			panic(&Violation{Invariant: "snapshot intact", Detail: err.Error()})
 		}
 	}
 	sm.offset = s.offset
-	sm.appliedAt = maps.Clone(s.appliedAt)
+	sm.appliedAt = s.appliedAt
 	if sm.appliedAt == nil {
 		sm.appliedAt = map[commandKey]position{}
 	}
 }
 
-// snapshot captures the state machine; withoutSessions plants a snapshot that forgets the
-// exactly-once table.
+// snapshot captures the state machine, sharing its memory (encode it before the state machine
+// moves on); withoutSessions plants a snapshot that forgets the exactly-once table.
 func (sm *stateMachine) snapshot(withoutSessions bool) snapshot {
-	s := snapshot{values: slices.Clone(sm.values), offset: sm.offset, appliedAt: maps.Clone(sm.appliedAt)}
+	s := snapshot{values: sm.values, offset: sm.offset, appliedAt: sm.appliedAt}
 	if !withoutSessions {
 		b, err := sm.sessions.MarshalBinary()
 		if err != nil {

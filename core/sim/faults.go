@@ -36,11 +36,11 @@ func (w *world) faults() {
 	}
 }
 
-// crash loses everything volatile: core, the state machine, the persists in flight (some
-// prefix of which may reach the disk, see driver.crash).
+// crash loses everything volatile: core, its driver, the state machine, the disk operations
+// in flight (some of which may reach the disk, see crashDisk).
 func (w *world) crash(n *node) {
-	n.driver.crash()
-	n.r = nil
+	w.crashDisk(n)
+	n.r, n.driver = nil, nil
 	n.pausedTill, n.stalledTill = 0, 0
 	down := 1 + w.rng.IntN(w.opts.DownTicksMax)
 	if w.rng.IntN(100) < w.opts.QuickRestartPercent {
@@ -57,16 +57,12 @@ func (w *world) compact(n *node) {
 	if slot > uint64(len(n.state.values)) {
 		w.fail("apply in slot order without gaps", "replica %d: core applied %d, state machine %d", n.id, slot, len(n.state.values))
 	}
-	if slot < uint64(len(n.state.values)) || slot <= n.disk.snapshot.slot() {
+	if slot < uint64(len(n.state.values)) || slot <= n.disk.newestSnapshotSlot() {
 		return // applied ahead of core's Advance: snapshot later, at a point core knows
 	}
-	n.disk.snapshot = n.state.snapshot(w.opts.Plant == PlantSnapshotWithoutSessions)
-	for s := range n.disk.entries {
-		if s < slot {
-			delete(n.disk.entries, s)
-		}
-	}
-	w.history.Compacted(n.id, slot)
+	s := n.state.snapshot(w.opts.Plant == PlantSnapshotWithoutSessions)
+	n.disk.addSnapshot(newSnapshotFile(encodeSnapshot(&s)))
+	w.truncateBelow(n, slot)
 	n.r.Compact(slot)
 }
 

@@ -14,30 +14,13 @@ import (
 // every life; the checks here watch what only the simulator sees (its disks, its state
 // machines, the promise a replica holds in memory).
 
-// handOut: a Ready was taken. Every value it hands out as chosen must agree with every other
-// replica's and be durable on a majority with that value (core/check).
-func (w *world) handOut(n *node, rd *core.Ready) {
-	for _, e := range rd.Chosen {
-		w.must(w.history.Chosen(n.id, e))
-	}
-}
-
-// sendNow: a message from Ready.Messages leaves before the persist, so it must not vouch for
-// anything (Promise, Accepted, and a HeartbeatReply that acknowledges, vouch).
-func (w *world) sendNow(n *node, m codec.Message) {
-	if vouches(m) {
-		w.fail("durable before send", "replica %d sent %v for %v before persisting", n.id, m.Type, m.Ballot)
-	}
-	w.send(n, m)
-}
-
-func vouches(m codec.Message) bool {
-	return m.Type == codec.TypePromise || m.Type == codec.TypeAccepted ||
-		m.Type == codec.TypeHeartbeatReply && !m.Ballot.IsZero()
-}
-
-// sendAfterPersist: a Promise or Accepted vouches only for what the disk holds.
-func (w *world) sendAfterPersist(n *node, m codec.Message) {
+// sendChecked: a message may vouch only for what the disk holds when it leaves. A Promise, an
+// Accepted and an acknowledging HeartbeatReply vouch for their ballot (promised, or accepted
+// at some slot); an Accepted or acknowledging HeartbeatReply also for its slot in that ballot.
+// The driver sends Messages at once and MessagesAfterPersist once their persist is durable;
+// the first must vouch for nothing new, the second only for what the disk now holds, and one
+// check against the disk covers both.
+func (w *world) sendChecked(n *node, m *codec.Message) {
 	if vouches(m) {
 		durable := n.disk.hardState.Promised
 		for _, e := range n.disk.entries {
@@ -55,11 +38,16 @@ func (w *world) sendAfterPersist(n *node, m codec.Message) {
 	if m.Type == codec.TypeAccepted || m.Type == codec.TypeHeartbeatReply && !m.Ballot.IsZero() {
 		// The acknowledged slot is on disk in the ballot (or a later one), unless a snapshot
 		// covers it (chosen, its entry compacted away).
-		if e, ok := n.disk.entries[m.Slot]; m.Slot >= n.disk.snapshot.slot() && (!ok || e.Ballot.Less(m.Ballot)) {
+		if e, ok := n.disk.entries[m.Slot]; m.Slot >= n.disk.newestSnapshotSlot() && (!ok || e.Ballot.Less(m.Ballot)) {
 			w.fail("durable before send", "replica %d acked slot %d in %v, disk holds %+v", n.id, m.Slot, m.Ballot, e)
 		}
 	}
-	w.send(n, m)
+	w.send(n, *m)
+}
+
+func vouches(m *codec.Message) bool {
+	return m.Type == codec.TypePromise || m.Type == codec.TypeAccepted ||
+		m.Type == codec.TypeHeartbeatReply && !m.Ballot.IsZero()
 }
 
 // writeEntry: e reached n's disk (the latest record for its slot wins).
@@ -72,17 +60,25 @@ func (w *world) writeHardState(n *node, hs core.HardState) {
 	n.disk.hardState = hs
 }
 
-// installSnapshot replaces the state machine with a fetched snapshot, which must agree with
-// the chosen log like any applied value, and lets the disk drop what it covers.
-func (w *world) installSnapshot(n *node, s snapshot) {
+// restoreSnapshot replaces the state machine with a durable snapshot file (a restart, or an
+// install), which must be intact and agree with the chosen log like any applied value, and
+// truncates the log it covers.
+func (w *world) restoreSnapshot(n *node, file *snapshotFile) {
+	s, err := decodeSnapshot(file.data)
+	if err != nil || s.slot() != file.slot {
+		w.fail("snapshot intact", "replica %d's snapshot file of slot %d (%d bytes): %v", n.id, file.slot, len(file.data), err)
+	}
 	for i, v := range s.values {
 		if i < len(w.global) && !bytes.Equal(w.global[i], v) {
 			w.fail("one value per slot", "replica %d snapshot holds %x at slot %d, chosen was %x", n.id, v, i, w.global[i])
 		}
 	}
 	n.state.restore(s)
-	n.disk.snapshot = s
-	slot := s.slot()
+	w.truncateBelow(n, file.slot)
+}
+
+// truncateBelow drops the disk's entries below slot, which a durable snapshot covers.
+func (w *world) truncateBelow(n *node, slot uint64) {
 	for k := range n.disk.entries {
 		if k < slot {
 			delete(n.disk.entries, k)

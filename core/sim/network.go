@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"slices"
 
 	"github.com/mpaxos/mpaxos/codec"
@@ -17,6 +18,8 @@ type envelope struct {
 	plain      []byte
 	compressed bool
 	at         int // delivered at this tick or later (a paused receiver gets it once it resumes)
+	// chunk numbers a snapshot chunk carrying data (0: any other message), in send order.
+	chunk uint64
 }
 
 // send puts a message core handed out on the wire: the checker sees it first (it was sent,
@@ -51,13 +54,22 @@ func (w *world) send(n *node, m codec.Message) {
 			e.at = w.now + w.opts.DelayTicksMax + 1 + w.rng.IntN(w.opts.LongDelayTicksMax-w.opts.DelayTicksMax)
 			w.res.LongDelays++
 		}
+		if m.Type == codec.TypeSnapshotChunk && len(m.Data) > 0 {
+			// A peer link keeps order per direction (netio): chunks are lost, duplicated and
+			// held up, never overtaken by a later chunk (the driver takes them in order only).
+			w.chunkSeq++
+			link := &w.chunkAt[m.From-1][m.To-1]
+			e.at = max(e.at, *link)
+			e.chunk, *link = w.chunkSeq, e.at
+		}
 		w.network = append(w.network, e)
 	}
 }
 
-// deliver hands every due message to its replica, in random order, decoded from a fresh copy
-// of its frame. A replica that does not own what it is given (StepValuesOwned off) gets its
-// message's bytes scribbled over after Step returns: core must copy what it keeps. Messages to
+// deliver hands every due message to its replica's driver (which passes all but snapshot
+// chunks to core), in random order, decoded from a fresh copy of its frame. A replica that does
+// not own what it is given (StepValuesOwned off) gets its message's bytes scribbled over after
+// Step returns: core and the driver's effects must copy what they keep. Messages to
 // a paused replica wait; messages to a crashed one, or across a cut, are lost.
 func (w *world) deliver() {
 	var due []envelope
@@ -72,21 +84,48 @@ func (w *world) deliver() {
 	clear(w.network[len(kept):])
 	w.network = kept
 	w.rng.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+	w.orderChunks(due)
 	for _, e := range due {
 		n := w.nodes[e.to-1]
 		if !n.live() || !w.connected(e.from, e.to) {
 			continue
 		}
 		m := w.decode(n, e)
-		if err := n.r.Step(m); err != nil {
+		if err := n.driver.Step(&m); err != nil {
 			w.fail("well-formed messages are accepted", "replica %d: %v", n.id, err)
 		}
 		if !n.cfg.StepValuesOwned {
 			scribble(m)
 		}
+		if w.crashIfDecided(n) {
+			continue
+		}
 		w.checkPromised(n)
 		w.res.Messages++
 	}
+}
+
+// orderChunks puts the snapshot chunks among due back in send order, in the places the
+// shuffle gave them: other messages stay shuffled around them.
+func (w *world) orderChunks(due []envelope) {
+	w.chunkPlaces = w.chunkPlaces[:0]
+	for i := range due {
+		if due[i].chunk != 0 {
+			w.chunkPlaces = append(w.chunkPlaces, i)
+		}
+	}
+	if len(w.chunkPlaces) < 2 {
+		return
+	}
+	w.chunks = w.chunks[:0]
+	for _, i := range w.chunkPlaces {
+		w.chunks = append(w.chunks, due[i])
+	}
+	slices.SortFunc(w.chunks, func(a, b envelope) int { return cmp.Compare(a.chunk, b.chunk) })
+	for k, i := range w.chunkPlaces {
+		due[i] = w.chunks[k]
+	}
+	clear(w.chunks)
 }
 
 // decode turns a frame back into a message the way a replica's connection would, and checks
@@ -145,5 +184,8 @@ func scribble(m codec.Message) {
 		for i := range e.Value {
 			e.Value[i] = 0xEE
 		}
+	}
+	for i := range m.Data {
+		m.Data[i] = 0xEE
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/mpaxos/mpaxos/core"
+	"github.com/mpaxos/mpaxos/core/driver"
 )
 
 // Options shape one simulated run. Every random choice derives from Seed; DrawOptions draws
@@ -43,14 +44,35 @@ type Options struct {
 	ThreeWayPercent   int
 
 	// Disk.
-	// PersistTicksMax: a Ready's persist takes up to PersistTicksMax ticks on a slow disk (at
-	// least half of it), up to a quarter of it on a fast one; each replica's disk is drawn.
+	// PersistTicksMax: a write that syncs (entries, a hard state, a received snapshot made
+	// durable) takes up to PersistTicksMax ticks on a slow disk (at least half of it), up to a
+	// quarter of it on a fast one; each replica's disk is drawn. Snapshot reads and unsynced
+	// writes take up to a quarter of it.
 	PersistTicksMax int
-	// PersistsInflightMax: each replica keeps up to [1, PersistsInflightMax] (drawn per replica)
-	// Readies persisting at once, completed in order (the pipeline's asynchronous WAL writes).
+	// PersistsInflightMax: each replica's driver keeps up to [1, PersistsInflightMax] (drawn per
+	// replica) Readies persisting at once (driver.Config.PersistInflightMax).
 	PersistsInflightMax int
-	StallPerMille       int // per replica per tick, its disk stops completing persists
+	StallPerMille       int // per replica per tick, its disk stops completing anything
 	StallTicksMax       int // for [1, StallTicksMax] ticks
+
+	// The driver's hard-state policy: a commit-only hard state is saved at most once per
+	// CommitSaveTicks ticks (driver.Config.CommitSaveTicks).
+	CommitSaveTicks int
+
+	// Snapshot transfer (driver.Config) and its faults. Chunks are lost, duplicated and delayed
+	// by the network like every message.
+	ChunkBytes                int
+	ChunkWindow               int
+	SnapshotRetryTicks        int
+	SnapshotRetryLimit        int
+	SnapshotWriteFailPercent  int // a write into the transfer's file fails
+	SnapshotCorruptPercent    int // a write into the transfer's file flips one bit (verification must catch it)
+	SnapshotFinishFailPercent int // verifying or syncing the received file fails
+	// InstallCrashPercent: a replica crashes during a snapshot install (the install may have
+	// truncated part of its log); FinishCrashPercent: right after a received snapshot became
+	// durable, before it is installed.
+	InstallCrashPercent int
+	FinishCrashPercent  int
 
 	// Crashes.
 	CrashPerMille       int // per replica per tick
@@ -85,9 +107,12 @@ type Options struct {
 
 	// Config adjusts each replica's core.Config (after the simulator's defaults).
 	Config func(*core.Config) `sim:"-"`
+	// Driver adjusts each replica's driver.Config (after the simulator's draws).
+	Driver func(*driver.Config) `sim:"-"`
 }
 
-// Plant names a bug planted in the simulator's own Ready handling or state machine.
+// Plant names a bug planted in the simulator's own disks, network or state machine (the Ready
+// handling is core/driver's; tests/planted plants bugs there).
 type Plant int
 
 const (
@@ -99,10 +124,10 @@ const (
 	// (a hard-state file that was never fsynced): the candidate's own promise, durable in
 	// core's eyes, is gone after the restart.
 	PlantForgetOwnPromise
-	// PlantAdvanceBeforePersist: Advance runs when the Ready is taken, before its persist
-	// (MessagesAfterPersist still wait): the leader counts its own vote before its disk
-	// holds it.
-	PlantAdvanceBeforePersist
+	// PlantLeaderPersistReportedEarly: a leader's disk reports its entries durable as soon as
+	// it is asked to write them (they land at the usual time): the driver advances, and the
+	// leader counts its own vote, before its disk holds it.
+	PlantLeaderPersistReportedEarly
 	// PlantForgetAcceptedOnCrash: a crash drops one accepted entry that was durable.
 	PlantForgetAcceptedOnCrash
 	// PlantStorageOffByOne: catch-up served from Storage returns the values one slot late.
@@ -110,10 +135,14 @@ const (
 	// PlantSnapshotWithoutSessions: a snapshot saves the applied values but not the sessions
 	// table, so a restored replica forgets which commands it applied.
 	PlantSnapshotWithoutSessions
-	// PlantAckBeforePersist: MessagesAfterPersist leave when the Ready is taken.
-	PlantAckBeforePersist
+	// PlantPersistReportedEarly: every disk reports every write durable as soon as it is
+	// asked for it: the driver sends the acks that vouch for it before the disk holds it.
+	PlantPersistReportedEarly
 	// PlantCorruptFrame: the network flips one bit in 1% of frames.
 	PlantCorruptFrame
+	// PlantSnapshotUnverified: FinishSnapshot makes a received file durable without checking
+	// its size, its checksum or its format: a damaged transfer gets installed.
+	PlantSnapshotUnverified
 )
 
 // Streams of randomness derived from the seed: the run's own, and the drawing of Options.
@@ -172,9 +201,29 @@ func DrawOptions(seed uint64, replicas int) Options {
 	o.RetransmitTicks = max(5, 2*o.DelayTicksMax+o.PersistTicksMax+1)
 	o.StallPerMille = sometimes(1, 2)
 	o.StallTicksMax = between(1, 3*o.ElectionTicks)
+	o.CommitSaveTicks = between(0, 10)
+	o.ChunkBytes = between(chunkBytesMin, chunkBytesMax)
+	o.ChunkWindow = between(1, 4)
+	// A retry interval outlasts a request's round trip and the sender's first read, or every
+	// transfer would be given up before its first chunk (the clocks run up to 40% apart).
+	reply := 2*o.DelayTicksMax + o.PersistTicksMax/4 + 1
+	o.SnapshotRetryTicks = between(2*reply, 4*reply)
+	o.SnapshotRetryLimit = between(0, 4)
+	o.SnapshotWriteFailPercent = sometimes(1, 5)
+	o.SnapshotCorruptPercent = sometimes(1, 5)
+	o.SnapshotFinishFailPercent = sometimes(1, 20)
+	o.InstallCrashPercent = sometimes(5, 50)
+	o.FinishCrashPercent = sometimes(5, 30)
 	o.QuietTicks = livenessElectionTimeouts*o.ElectionTicks + o.LongDelayTicksMax
 	return o
 }
+
+// The chunk sizes drawn: a snapshot of a run is a few KiB to a few tens of KiB, so a transfer
+// takes a few to a few hundred chunks.
+const (
+	chunkBytesMin = 128
+	chunkBytesMax = 4096
+)
 
 // DefaultOptions returns the options the default test runs use for a seed: DrawOptions.
 func DefaultOptions(seed uint64, replicas int) Options { return DrawOptions(seed, replicas) }
@@ -186,6 +235,8 @@ func QuietOptions(seed uint64, replicas int) Options {
 		ElectionTicks: 10, HeartbeatTicks: 2, RetransmitTicks: 5,
 		DelayTicksMax: 1, LongDelayTicksMax: 100, PersistTicksMax: 1, PersistsInflightMax: 4,
 		DownTicksMax: 1, PartitionTicksMax: 1, PauseTicksMax: 1, StallTicksMax: 1,
+		CommitSaveTicks: driver.DefaultCommitSaveTicks, ChunkBytes: 1024, ChunkWindow: 4,
+		SnapshotRetryTicks: 20, SnapshotRetryLimit: 4,
 		Clients: 3, ClientInflightMax: 4, ProposePercent: 50,
 	}
 }
@@ -207,6 +258,9 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("sim: Clients %d, ClientInflightMax %d, want >= 1", o.Clients, o.ClientInflightMax)
 	case o.TickSkewPercent < 0 || o.TickSkewPercent > 90 || o.TickJitterPercent < 0:
 		return fmt.Errorf("sim: TickSkewPercent %d (0..90), TickJitterPercent %d", o.TickSkewPercent, o.TickJitterPercent)
+	case o.CommitSaveTicks < 0 || o.ChunkBytes < 1 || o.ChunkWindow < 1 || o.SnapshotRetryTicks < 1 || o.SnapshotRetryLimit < 0:
+		return fmt.Errorf("sim: CommitSaveTicks %d, ChunkBytes %d, ChunkWindow %d, SnapshotRetryTicks %d, SnapshotRetryLimit %d",
+			o.CommitSaveTicks, o.ChunkBytes, o.ChunkWindow, o.SnapshotRetryTicks, o.SnapshotRetryLimit)
 	}
 	return nil
 }

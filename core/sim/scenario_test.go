@@ -2,6 +2,8 @@ package sim
 
 import (
 	"testing"
+
+	"github.com/mpaxos/mpaxos/core/driver"
 )
 
 // Liveness under one fault held for long, on an otherwise quiet cluster (QuietOptions: no
@@ -14,11 +16,16 @@ const scenarioSeeds = 10
 // scenarioBoundElectionTimeouts: progress must resume within this many election timeouts.
 const scenarioBoundElectionTimeouts = 20
 
-// forEachScenarioSeed runs f on a fresh quiet world per seed and cluster size.
-func forEachScenarioSeed(t *testing.T, f func(t *testing.T, w *world)) {
+// forEachScenarioSeed runs f on a fresh quiet world per seed and cluster size (adjust, if set,
+// changes its options first).
+func forEachScenarioSeed(t *testing.T, adjust func(*Options), f func(t *testing.T, w *world)) {
 	for _, replicas := range []int{3, 5} {
 		for seed := uint64(1); seed <= scenarioSeeds; seed++ {
-			w := newWorld(QuietOptions(seed, replicas))
+			opts := QuietOptions(seed, replicas)
+			if adjust != nil {
+				adjust(&opts)
+			}
+			w := newWorld(opts)
 			if err := w.guard(func() { f(t, w) }); err != nil {
 				t.Fatalf("seed %d, %d replicas: %v", seed, replicas, err)
 			}
@@ -71,7 +78,7 @@ func (w *world) runUntilProgress(bound, want int, not uint32) int {
 // followers elect one of themselves while the cut is still in place.
 func TestSimLeaderCutOneWayProgressResumes(t *testing.T) {
 	worst := 0
-	forEachScenarioSeed(t, func(t *testing.T, w *world) {
+	forEachScenarioSeed(t, nil, func(t *testing.T, w *world) {
 		leader := w.settle(50 * w.opts.ElectionTicks)
 		if leader == 0 {
 			t.Fatalf("no stable leader: %v", w.statuses())
@@ -96,7 +103,7 @@ func TestSimLeaderCutOneWayProgressResumes(t *testing.T) {
 // did not raise its ballot while alone (pre-vote), so nothing changes when it comes back.
 func TestSimRejoinAfterIsolationChangesNoLeader(t *testing.T) {
 	changes := 0
-	forEachScenarioSeed(t, func(t *testing.T, w *world) {
+	forEachScenarioSeed(t, nil, func(t *testing.T, w *world) {
 		leader := w.settle(50 * w.opts.ElectionTicks)
 		if leader == 0 {
 			t.Fatalf("no stable leader: %v", w.statuses())
@@ -126,17 +133,19 @@ func TestSimRejoinAfterIsolationChangesNoLeader(t *testing.T) {
 
 // A leader whose disk stops completing persists for longer than an election timeout must not
 // stall the cluster: it steps down (or is deposed) and another leader makes progress while the
-// disk is still stalled. The stalled replica keeps the pipeline's default persist queue, so it
-// keeps sending (heartbeats included) until 64 Readies are stuck.
+// disk is still stalled. Every replica's driver keeps the pipeline's default persist queue, so
+// the stalled one keeps sending (heartbeats included) until 64 Readies are stuck.
 func TestSimStalledLeaderDiskProgressResumes(t *testing.T) {
 	worst := 0
-	forEachScenarioSeed(t, func(t *testing.T, w *world) {
+	pipelineQueue := func(o *Options) {
+		o.Driver = func(c *driver.Config) { c.PersistInflightMax = driver.DefaultPersistInflightMax }
+	}
+	forEachScenarioSeed(t, pipelineQueue, func(t *testing.T, w *world) {
 		leader := w.settle(50 * w.opts.ElectionTicks)
 		if leader == 0 {
 			t.Fatalf("no stable leader: %v", w.statuses())
 		}
 		n := w.nodes[leader-1]
-		n.driver.persistsMax = stalledPersistsMax
 		bound := stallBoundElectionTimeouts * w.opts.ElectionTicks
 		n.stalledTill = w.now + 4*bound
 		took := w.runUntilProgress(bound, 5, leader)
@@ -151,9 +160,6 @@ func TestSimStalledLeaderDiskProgressResumes(t *testing.T) {
 
 // stallBoundElectionTimeouts: a stalled leader steps down after one election timeout, an
 // election takes up to two more; then commands commit. (Without the step-down, the stalled
-// leader goes silent only once stalledPersistsMax Readies are stuck, and progress takes up
-// to 12 election timeouts.)
+// leader goes silent only once driver.DefaultPersistInflightMax Readies are stuck, and
+// progress takes up to 12 election timeouts.)
 const stallBoundElectionTimeouts = 6
-
-// stalledPersistsMax: the pipeline's default PersistInflightMax.
-const stalledPersistsMax = 64

@@ -8,6 +8,7 @@ import (
 	"github.com/mpaxos/mpaxos/codec"
 	"github.com/mpaxos/mpaxos/core"
 	"github.com/mpaxos/mpaxos/core/check"
+	"github.com/mpaxos/mpaxos/core/driver"
 )
 
 // Violation is a broken invariant: which one, when, and what was seen.
@@ -29,28 +30,52 @@ type Result struct {
 	Duplicates    int // commands the sessions table answered as retries
 	Crashes       int
 	QuickRestarts int // crashes restarted within two ticks
-	Snapshots     int // snapshots transferred to lagging replicas
-	Partitions    int
-	Pauses        int
-	Stalls        int // disk stalls
-	Messages      int // messages delivered
-	LongDelays    int // messages held in the long-delay tail
-	Compressed    int // frames that crossed the network S2-compressed
-	LivenessTicks int // ticks after faults stopped until everything pending was chosen everywhere
-	Overlapped    int // Readies taken while an earlier one was still persisting
-	LeaderChanges int // times the set of (leader, ballot) pairs changed
+	Snapshots     int // snapshots received from a peer and installed
+	// TransfersAbandoned: snapshot transfers the driver gave up (silence, a failed write or
+	// finish); SnapshotFaults: writes and finishes the disk failed or damaged; InstallCrashes:
+	// crashes during an install or between a received snapshot's finish and its install.
+	TransfersAbandoned int
+	SnapshotFaults     int
+	InstallCrashes     int
+	Partitions         int
+	Pauses             int
+	Stalls             int // disk stalls
+	Messages           int // messages delivered
+	LongDelays         int // messages held in the long-delay tail
+	Compressed         int // frames that crossed the network S2-compressed
+	LivenessTicks      int // ticks after faults stopped until everything pending was chosen everywhere
+	Overlapped         int // Readies taken while an earlier one was still persisting
+	LeaderChanges      int // times the set of (leader, ballot) pairs changed
 }
 
-// node is one simulated replica: its core, its disk, its state machine and its clock.
+// node is one simulated replica: its core and the driver that handles its Readies, its disk,
+// its state machine and its clock.
 type node struct {
-	id  uint32
-	cfg core.Config
-	r   *core.Replica // nil while crashed
+	id        uint32
+	cfg       core.Config
+	driverCfg driver.Config
+	r         *core.Replica  // nil while crashed
+	driver    *driver.Driver // drives r; nil while crashed
 
 	disk     disk
-	lastSync disk // LyingDisk: the disk before the last persist
-	driver   driver
-	state    stateMachine // volatile: rebuilt from the disk's snapshot on restart
+	lastSync disk         // LyingDisk: the disk before the last synced write
+	state    stateMachine // volatile: rebuilt from the disk's newest snapshot on restart
+
+	// The disk's operations in flight (effects.go), lost in a crash but for what crashDisk
+	// keeps. A synced write takes [persistTicksMin, persistTicksMax] ticks.
+	entryWrites     []persistWrite
+	hardStateWrites []persistWrite
+	snapshotOps     []snapshotOperation
+	earlyReports    []persistReport // planted: reported before the disk holds them
+	temp            *tempFile       // the received transfer's temporary file
+	persistSeq      uint64          // the last Ready a persist was asked for (Result.Overlapped)
+	persistTicksMin int
+	persistTicksMax int
+	// crashing: an effect decided that the replica crashes inside the driver call under way;
+	// every later effect of it is a no-op, and the crash is carried out once it returns.
+	crashing bool
+
+	plantStorageOffByOne bool
 
 	encoder  *codec.Encoder // this replica's outgoing frames
 	compress bool           // its encoder S2-compresses (drawn per replica)
@@ -80,8 +105,15 @@ type world struct {
 	history *check.History
 
 	network []envelope
-	cut     [][]bool // cut[from-1][to-1]: messages from -> to are lost (a partition)
-	healAt  int      // the current partition heals at this tick (0: none)
+	// chunkAt[from-1][to-1]: the delivery tick of the last snapshot chunk sent on the link
+	// (chunks keep their order per link); chunkSeq numbers them; chunkPlaces and chunks are
+	// deliver's scratch.
+	chunkAt     [][]int
+	chunkSeq    uint64
+	chunkPlaces []int
+	chunks      []envelope
+	cut         [][]bool // cut[from-1][to-1]: messages from -> to are lost (a partition)
+	healAt      int      // the current partition heals at this tick (0: none)
 
 	global   [][]byte        // the chosen log, as first applied anywhere
 	proposed map[string]bool // every slot value (batch) a client handed to a leader
@@ -109,8 +141,8 @@ func Run(opts Options) (res Result, err error) {
 				return
 			}
 		}
-		w.fail("liveness", "%d ticks after faults stopped: %d commands pending, applied %v of %d chosen, status %v",
-			opts.QuietTicks, w.pendingCount(), w.appliedLens(), len(w.global), w.statuses())
+		w.fail("liveness", "%d ticks after faults stopped: %d commands pending, applied %v of %d chosen, status %v, drivers %v",
+			opts.QuietTicks, w.pendingCount(), w.appliedLens(), len(w.global), w.statuses(), w.driverStatuses())
 	})
 	w.res.Chosen = len(w.global)
 	return w.res, err
@@ -158,8 +190,10 @@ func newWorld(opts Options) *world {
 		answers:  map[commandKey]position{},
 	}
 	w.cut = make([][]bool, opts.Replicas)
+	w.chunkAt = make([][]int, opts.Replicas)
 	for i := range w.cut {
 		w.cut[i] = make([]bool, opts.Replicas)
+		w.chunkAt[i] = make([]int, opts.Replicas)
 	}
 	peers := make([]uint32, opts.Replicas)
 	for i := range peers {
@@ -179,10 +213,10 @@ func newWorld(opts Options) *world {
 		if opts.Config != nil {
 			opts.Config(&cfg)
 		}
-		n := &node{id: id, cfg: cfg}
+		n := &node{id: id, cfg: cfg, plantStorageOffByOne: opts.Plant == PlantStorageOffByOne}
 		n.disk = newDisk()
 		n.lastSync = newDisk()
-		n.driver = newDriver(w, n)
+		w.driverConfig(n)
 		n.state.sessionsClientsMax = opts.Clients + 1 // no eviction: a retry is never applied twice
 		n.state.sessionSeqsMax = sessionSeqsMax
 		n.compress = w.rng.IntN(100) < opts.CompressPercent
@@ -206,10 +240,12 @@ const valueBytesMax = 512
 // [compressThresholdMin, 2*compressThresholdMin) bytes, so small Accepts get compressed too.
 const compressThresholdMin = 48
 
+// disk is what survives a crash: the hard-state file, the WAL's latest entry per slot, and
+// the snapshot files (ordered by slot, at most snapshotFilesMax).
 type disk struct {
 	hardState core.HardState
 	entries   map[uint64]codec.Entry
-	snapshot  snapshot
+	snapshots []snapshotFile
 }
 
 func newDisk() disk { return disk{entries: map[uint64]codec.Entry{}} }
@@ -220,39 +256,40 @@ func (d *disk) clone() disk {
 	for s, e := range d.entries {
 		c.entries[s] = e
 	}
+	c.snapshots = slices.Clone(d.snapshots) // a file's bytes never change once durable
 	return c
 }
 
-// restart brings n up from its disk alone: core from the persisted entries and hard state,
-// the state machine from the snapshot.
+// restart brings n up from its disk alone, as pipeline.Start does: the state machine from the
+// newest snapshot file (a received one not yet installed included), core from it, the WAL's
+// entries and the hard state, and a new driver.
 func (w *world) restart(n *node) {
-	snap := n.disk.snapshot.slot()
-	p := core.Persisted{HardState: n.disk.hardState, SnapshotSlot: snap, Applied: snap}
-	for _, s := range sortedSlots(n.disk.entries) {
-		p.Entries = append(p.Entries, n.disk.entries[s])
-	}
 	if n.lives++; n.lives > 1 {
 		w.history.Restart(n.id)
 	}
-	n.state.restore(n.disk.snapshot)
-	n.driver.reset()
+	n.state.restore(snapshot{})
+	var snap uint64
+	if file := n.disk.newestSnapshot(); file != nil {
+		snap = file.slot
+		w.restoreSnapshot(n, file)
+	}
+	p := core.Persisted{HardState: n.disk.hardState, SnapshotSlot: snap, Applied: snap}
+	p.HardState.Commit = max(p.HardState.Commit, snap)
+	for _, s := range sortedSlots(n.disk.entries) {
+		p.Entries = append(p.Entries, n.disk.entries[s])
+	}
 	r, err := core.New(n.cfg, p, n)
 	if err != nil {
 		w.fail("restart from persisted state", "replica %d: %v", n.id, err)
 	}
 	n.r = r
+	w.newDriver(n)
 	if st := r.Status(); st.Promised.Less(n.vouched) {
 		w.fail("promised never goes down", "replica %d restarted with promised %v below %v it vouched for",
 			n.id, st.Promised, n.vouched)
 	}
 	n.promised = r.Status().Promised
 	n.pausedTill = 0
-}
-
-// Chosen serves catch-up from the state machine's applied values (they were handed out as
-// chosen), like the pipeline's slot cache.
-func (n *node) Chosen(from uint64, maxSlots, maxBytes int, dst [][]byte) ([][]byte, error) {
-	return n.driver.storageChosen(from, maxSlots, maxBytes, dst)
 }
 
 func sortedSlots(m map[uint64]codec.Entry) []uint64 {
@@ -264,9 +301,9 @@ func sortedSlots(m map[uint64]codec.Entry) []uint64 {
 	return slots
 }
 
-// tick runs one world tick: every running replica's clock moves (by its own rate), due
-// messages arrive in random order, snapshots are transferred, clients submit and retry, and
-// every replica's Ready cycle moves on. Then the checks that look at the whole cluster.
+// tick runs one world tick: every running replica's clock moves (by its own rate, ticking
+// core and the driver), due messages arrive in random order, clients submit and retry, and
+// every replica's disk and driver move on. Then the checks that look at the whole cluster.
 func (w *world) tick(load bool) {
 	for _, n := range w.nodes {
 		if !n.running(w.now) {
@@ -278,22 +315,24 @@ func (w *world) tick(load bool) {
 		}
 		n.clock += max(n.clockRate+jitter, 0)
 		for ; n.clock >= 100; n.clock -= 100 {
-			n.r.Tick()
+			n.driver.Tick()
 			w.checkPromised(n)
 		}
 	}
 	w.deliver()
-	w.transferSnapshots()
 	w.submit(load)
 	for _, n := range w.nodes {
-		n.driver.drive()
+		w.drive(n)
 	}
 	w.checkLeaders()
 }
 
 // quiet ends every fault: partitions heal, crashed replicas restart, paused ones resume,
-// stalled disks complete, the network stops losing, duplicating and holding messages.
+// stalled disks complete, the network stops losing, duplicating and holding messages, and
+// snapshot files are written, verified and installed without failing.
 func (w *world) quiet() {
+	w.opts.SnapshotWriteFailPercent, w.opts.SnapshotCorruptPercent, w.opts.SnapshotFinishFailPercent = 0, 0, 0
+	w.opts.InstallCrashPercent, w.opts.FinishCrashPercent = 0, 0
 	w.heal()
 	for _, n := range w.nodes {
 		if !n.live() {
@@ -334,6 +373,17 @@ func (w *world) statuses() []core.Status {
 	for _, n := range w.nodes {
 		if n.live() {
 			s = append(s, n.r.Status())
+		}
+	}
+	return s
+}
+
+// driverStatuses describes every live replica's driver and snapshot files, for a Violation.
+func (w *world) driverStatuses() []string {
+	var s []string
+	for _, n := range w.nodes {
+		if n.live() {
+			s = append(s, fmt.Sprintf("%d: %+v wanted %d files %v", n.id, n.driver.Status(), n.r.SnapshotWanted(), n.disk.snapshotSlots()))
 		}
 	}
 	return s

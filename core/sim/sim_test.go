@@ -217,7 +217,8 @@ func TestDrawOptionsVaries(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"DropPercent", "DuplicatePercent", "LongDelayPerMille", "PartitionPerMille",
-		"CrashPerMille", "PausePerMille", "TickSkewPercent", "CampaignPerMille", "StallPerMille"} {
+		"CrashPerMille", "PausePerMille", "TickSkewPercent", "CampaignPerMille", "StallPerMille", "CommitSaveTicks",
+		"SnapshotWriteFailPercent", "SnapshotCorruptPercent", "SnapshotFinishFailPercent", "InstallCrashPercent", "FinishCrashPercent"} {
 		if !on[name] || !off[name] {
 			t.Errorf("%s: on in some seed %v, off in some seed %v", name, on[name], off[name])
 		}

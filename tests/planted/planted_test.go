@@ -82,6 +82,16 @@ var mutations = []mutation{
 	{name: "no-disk-stall-step-down", file: "core/proposer.go",
 		old: "\tif r.diskStalled() {\n\t\tr.stepDown() // our votes cannot count",
 		new: "\tif false {\n\t\tr.stepDown() // our votes cannot count"},
+	// core/driver, the Ready handling the pipeline and the simulator share.
+	{name: "driver-acks-before-persist", file: "core/driver/driver.go",
+		old: "\tfor i := range rd.Messages {\n\t\td.effects.Send(&rd.Messages[i])\n\t}",
+		new: "\trd.Messages = append(rd.Messages, rd.MessagesAfterPersist...)\n\trd.MessagesAfterPersist = nil\n" +
+			"\tfor i := range rd.Messages {\n\t\td.effects.Send(&rd.Messages[i])\n\t}"},
+	{name: "driver-advances-before-persist", file: "core/driver/driver.go",
+		old:  "\tp := pendingReady{rd: rd, seq: d.nextSeq}",
+		new:  "\td.r.Advance(rd)\n\tp := pendingReady{rd: rd, seq: d.nextSeq}",
+		also: "\td.r.Advance(*rd)\n",
+		new2: "\t// advanced when taken\n"},
 }
 
 // catcher is one test command run against a planted bug; detail pulls the seed, depth or
