@@ -52,9 +52,11 @@ type Config struct {
 	// authenticated one replaces the older), so clients cannot lock peers out.
 	ClientConnectionsMax int
 	// HandshakesMax bounds the connections accepted and not yet past their handshake (nothing
-	// is known of them yet). A connection accepted beyond it closes the oldest of them
-	// (Stats.HandshakesEvicted) rather than being refused itself: a peer or client answers the
-	// Challenge within a round trip, so silent connections, however many, cannot crowd it out.
+	// is known of them yet). A connection accepted beyond it closes the oldest of them once
+	// that one has been waiting an eighth of HandshakeTimeout (Stats.HandshakesEvicted), and
+	// is refused while none has (Stats.HandshakesRefused). A peer answers its Challenge within
+	// a round trip, so silent connections cannot crowd it out unless they are opened faster
+	// than HandshakesMax per eighth of HandshakeTimeout (8,192 a second at the defaults).
 	HandshakesMax int
 	// PendingRequestsMax bounds the requests one client connection has handed to the Handler
 	// but not yet answered (Respond/Redirect). At the bound netio stops reading that

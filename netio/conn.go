@@ -192,24 +192,29 @@ func (h *engineHandler) OnTick() (time.Duration, gnet.Action) {
 	return h.s.tickInterval(), gnet.None
 }
 
-// OnOpen admits every connection into the handshake: nothing is known of it yet. When more
-// than HandshakesMax are in their handshake the oldest is closed instead (guard.go).
+// OnOpen admits a connection into the handshake: nothing is known of it yet. At HandshakesMax
+// it displaces the oldest, or is refused while all are within their grace (guard.go).
 func (h *engineHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s := h.s
 	s.stats.connections.Add(1)
-	cs := &connState{
-		id:     s.nextConnID.Add(1),
-		gc:     gc,
-		remote: gc.RemoteAddr().String(),
-		nonce:  newNonce(),
-	}
-	gc.SetContext(cs)
-	if evicted := s.admitHandshake(cs); evicted != nil {
+	cs := &connState{id: s.nextConnID.Add(1), gc: gc, remote: gc.RemoteAddr().String()}
+	admitted, evicted := s.admitHandshake(cs) // publishes cs to the sweep: fields set before
+	if evicted != nil {
 		s.stats.handshakeFailures.Add(1)
 		s.closeGuarded(evicted, &s.stats.handshakesEvicted, warnHandshakeEvicted,
 			"netio: closing the oldest connection still in its handshake to admit a new one: HandshakesMax reached",
 			"HandshakesMax", s.cfg.HandshakesMax)
 	}
+	if !admitted {
+		// Refused before any work (no nonce, no Challenge): a connection rate costs little
+		// more than the kernel's accept and close.
+		s.stats.handshakesRefused.Add(1)
+		s.warn(warnHandshakeRefusedFull, "netio: refusing connection: HandshakesMax connections in their handshake, none older than its grace",
+			"remote", cs.remote, "HandshakesMax", s.cfg.HandshakesMax, "grace", s.handshakeGrace())
+		return nil, gnet.Close
+	}
+	cs.nonce = newNonce()
+	gc.SetContext(cs)
 	challenge := codec.Challenge{Version: codec.HandshakeVersion, ClusterID: s.cfg.ClusterID, Nonce: cs.nonce}
 	out := codec.AppendChallenge(nil, &challenge)
 	s.stats.framesOut.Add(1)

@@ -15,7 +15,9 @@ import (
 // closure is counted in Stats and logged through the rate-limited warn.
 //
 //   - A connection in its handshake is in guard.handshakes (oldest first). HandshakeTimeout
-//     closes it if no valid Hello arrives; HandshakesMax closes the oldest to admit a new one.
+//     closes it if no valid Hello arrives. At HandshakesMax a new connection displaces the
+//     oldest once that one has had handshakeGrace, and is refused before: silent connections
+//     age out of the way of a peer, and a burst of legitimate ones does not evict itself.
 //   - A client is in guard.clients. The sweep closes it when a frame has been arriving for
 //     longer than FrameTimeout, or when it has been idle for IdleTimeout; every loop turn
 //     accounts the bytes it holds in gnet against BufferedBytesMax.
@@ -47,23 +49,35 @@ type guardState struct {
 // clock is the Server's monotonic time since NewServer, never zero.
 func (s *Server) clock() time.Duration { return time.Since(s.epoch) + 1 }
 
-// admitHandshake registers a connection just accepted and returns the one it displaces when
-// more than HandshakesMax are in their handshake (the oldest), or nil.
-func (s *Server) admitHandshake(cs *connState) (evicted *connState) {
+// handshakeGrace is how long a connection in its handshake is safe from eviction: a fraction
+// of HandshakeTimeout, many round trips. Without it, a burst of connections larger than
+// HandshakesMax (clients reconnecting at once) evicts itself in a loop and none completes;
+// with it, the burst beyond the pool is refused and retries while the pool completes.
+func (s *Server) handshakeGrace() time.Duration { return s.cfg.HandshakeTimeout / 8 }
+
+// admitHandshake registers a connection just accepted. With HandshakesMax in their handshake
+// already, the oldest is displaced if it has had its grace (evicted is returned), else the new
+// one is refused (admitted false).
+func (s *Server) admitHandshake(cs *connState) (admitted bool, evicted *connState) {
 	g := &s.guard
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	cs.openedAt = s.clock()
+	now := s.clock()
+	if g.handshakes.Len() >= s.cfg.HandshakesMax {
+		oldest := g.handshakes.Front().Value.(*connState)
+		if now-oldest.openedAt < s.handshakeGrace() {
+			return false, nil
+		}
+		g.handshakes.Remove(g.handshakes.Front())
+		oldest.handshakeElem = nil
+		evicted = oldest
+	}
+	cs.openedAt = now
 	cs.handshakeElem = g.handshakes.PushBack(cs)
-	if g.handshakes.Len() <= s.cfg.HandshakesMax {
-		return nil
+	if g.handshakes.Len() > s.cfg.HandshakesMax {
+		panic(fmt.Sprintf("netio: %d connections in their handshake, HandshakesMax %d", g.handshakes.Len(), s.cfg.HandshakesMax))
 	}
-	oldest := g.handshakes.Remove(g.handshakes.Front()).(*connState)
-	oldest.handshakeElem = nil
-	if oldest == cs {
-		panic("netio: the connection just admitted is the oldest in its handshake")
-	}
-	return oldest
+	return true, evicted
 }
 
 // leaveHandshake takes cs out of the handshake registry (authenticated, refused or closed).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -220,23 +221,89 @@ func TestBufferedBytesMaxCutsTheLargestHolders(t *testing.T) {
 }
 
 // Issue 15, defect 6: connections that never say Hello cannot crowd out a peer: past
-// HandshakesMax the oldest silent one is closed, and the peer's handshake goes through.
+// HandshakesMax the oldest silent one is closed once it has had its grace, and the peer's
+// handshake goes through.
 func TestSilentConnectionsDoNotCrowdOutAPeer(t *testing.T) {
 	addrs := freeAddrs(t, 1)
 	cfg := testConfig(1, addrs[0], map[uint32]string{2: "127.0.0.1:1"})
 	cfg.HandshakesMax = 8
-	cfg.HandshakeTimeout = time.Minute // only the eviction can free a slot
+	cfg.HandshakeTimeout = 800 * time.Millisecond // grace 100 ms
 	s := startServer(t, cfg, &testHandler{})
-	for range 50 {
+	for range 8 {
 		dialRaw(t, s.Addr())
 	}
-	waitFor(t, 5*time.Second, "silent connections evicted", func() bool {
-		return s.Stats().HandshakesEvicted >= 42
-	})
+	waitFor(t, 5*time.Second, "the pool full", func() bool { return s.Stats().Connections == 8 })
+	young := dialRaw(t, s.Addr()) // every silent one is within its grace: refused
+	young.expectClosed(5 * time.Second)
+	time.Sleep(2 * s.handshakeGrace())
+	for range 42 { // the first 8 displace the old ones; the rest are refused
+		dialRaw(t, s.Addr())
+	}
+	time.Sleep(2 * s.handshakeGrace())
 	dialPeer(t, s.Addr(), 2, testSecret)
-	if st := s.Stats(); st.PeerConnections != 1 || st.HandshakeFailures != st.HandshakesEvicted {
+	st := s.Stats()
+	if st.PeerConnections != 1 || st.HandshakesRefused < 1 || st.HandshakesEvicted < 8 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// A burst of clients larger than HandshakesMax, all retrying at once, all get through: the
+// grace keeps the burst from evicting itself in a loop.
+func TestBurstOverHandshakesMaxCompletes(t *testing.T) {
+	addrs := freeAddrs(t, 1)
+	cfg := testConfig(1, addrs[0], nil)
+	cfg.HandshakesMax = 4
+	s := startServer(t, cfg, &testHandler{})
+	const burst = 64
+	conns := make([]net.Conn, burst) // held: a dropped net.Conn is closed by its finalizer
+	var wg sync.WaitGroup
+	for i := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+				if conns[i] = clientHandshake(s.Addr(), uint64(i+1)); conns[i] != nil {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+			t.Errorf("client %d never got through", i+1)
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if st := s.Stats(); st.ClientConnections != burst {
+		t.Fatalf("stats %+v, want %d clients", st, burst)
+	}
+}
+
+// clientHandshake dials and completes a client handshake; nil if the server closed it first.
+func clientHandshake(addr string, clientID uint64) net.Conn {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil
+	}
+	r := &rawConn{conn: conn}
+	if typ, _, err := r.readFrame(2 * time.Second); err != nil || typ != codec.TypeChallenge {
+		conn.Close()
+		return nil
+	}
+	hello := codec.Hello{Version: codec.Version, Role: codec.RoleClient, ClusterID: testClusterID, ClientID: clientID}
+	if r.write(codec.AppendHello(nil, &hello)) != nil {
+		conn.Close()
+		return nil
+	}
+	if typ, _, err := r.readFrame(2 * time.Second); err != nil || typ != codec.TypeWelcome {
+		conn.Close()
+		return nil
+	}
+	return conn
 }
 
 // Issue 15, defect 6: clients at ClientConnectionsMax do not keep a peer out.

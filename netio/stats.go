@@ -11,11 +11,12 @@ type Stats struct {
 	PeersConnected    int64 // outbound peer links up now
 	BufferedBytes     int64 // bytes client connections hold in gnet's buffers (see BufferedBytesMax)
 
-	// ConnectionsRefused counts connections closed for a capacity limit: ClientsRefused plus
-	// HandshakesEvicted.
+	// ConnectionsRefused counts connections closed for a capacity limit: ClientsRefused,
+	// HandshakesEvicted and HandshakesRefused.
 	ConnectionsRefused uint64
 	ClientsRefused     uint64 // client Hellos refused at ClientConnectionsMax
 	HandshakesEvicted  uint64 // connections closed in their handshake to admit a newer one (HandshakesMax)
+	HandshakesRefused  uint64 // connections closed at accept: HandshakesMax, none past its grace
 	PeersReplaced      uint64 // older inbound connections of a peer closed when it connected again
 	HandshakeFailures  uint64 // handshakes refused or timed out, inbound and outbound
 	HandshakeTimeouts  uint64 // of HandshakeFailures: no valid Hello within HandshakeTimeout
@@ -46,6 +47,7 @@ type counters struct {
 	bufferedBytes      atomic.Int64
 	clientsRefused     atomic.Uint64
 	handshakesEvicted  atomic.Uint64
+	handshakesRefused  atomic.Uint64
 	peersReplaced      atomic.Uint64
 	handshakeFailures  atomic.Uint64
 	handshakeTimeouts  atomic.Uint64
@@ -67,16 +69,17 @@ type counters struct {
 }
 
 func (c *counters) snapshot() Stats {
-	clientsRefused, handshakesEvicted := c.clientsRefused.Load(), c.handshakesEvicted.Load()
+	clientsRefused, handshakesEvicted, handshakesRefused := c.clientsRefused.Load(), c.handshakesEvicted.Load(), c.handshakesRefused.Load()
 	return Stats{
 		Connections:        c.connections.Load(),
 		ClientConnections:  c.clientConnections.Load(),
 		PeerConnections:    c.peerConnections.Load(),
 		PeersConnected:     c.peersConnected.Load(),
 		BufferedBytes:      c.bufferedBytes.Load(),
-		ConnectionsRefused: clientsRefused + handshakesEvicted,
+		ConnectionsRefused: clientsRefused + handshakesEvicted + handshakesRefused,
 		ClientsRefused:     clientsRefused,
 		HandshakesEvicted:  handshakesEvicted,
+		HandshakesRefused:  handshakesRefused,
 		PeersReplaced:      c.peersReplaced.Load(),
 		HandshakeFailures:  c.handshakeFailures.Load(),
 		HandshakeTimeouts:  c.handshakeTimeouts.Load(),

@@ -8,15 +8,16 @@ import (
 // Reasons for the rate-limited warnings: each has its own budget of one line per
 // Config.WarnInterval, so a flood of one kind cannot hide another kind.
 const (
-	warnHandshakeRefused = "handshake refused"
-	warnHandshakeTimeout = "handshake timeout"
-	warnHandshakeEvicted = "handshake evicted"
-	warnClientRefused    = "client refused"
-	warnClientProtocol   = "client protocol error"
-	warnPeerProtocol     = "peer protocol error"
-	warnFrameTimeout     = "frame timeout"
-	warnBufferedBytes    = "buffered bytes"
-	warnSlowReader       = "slow reader"
+	warnHandshakeRefused     = "handshake refused"
+	warnHandshakeTimeout     = "handshake timeout"
+	warnHandshakeEvicted     = "handshake evicted"
+	warnHandshakeRefusedFull = "handshakes full"
+	warnClientRefused        = "client refused"
+	warnClientProtocol       = "client protocol error"
+	warnPeerProtocol         = "peer protocol error"
+	warnFrameTimeout         = "frame timeout"
+	warnBufferedBytes        = "buffered bytes"
+	warnSlowReader           = "slow reader"
 )
 
 // warnLimiter lets through at most one warning per reason per interval and counts the rest.

@@ -73,6 +73,18 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.cfg.Batching.BatchCommandsMax, "batch-commands-max", d.Batching.BatchCommandsMax, "most commands in one batch")
 	fs.DurationVar(&o.cfg.Batching.Linger, "linger", d.Batching.Linger, "close an open batch after this long while the window is full (0: never; batches grow until a slot frees)")
 	fs.IntVar(&o.cfg.Network.EventLoops, "event-loops", d.Network.EventLoops, "network event loops (0: one per two CPUs, at least one)")
+	fs.IntVar(&o.cfg.Network.ClientConnectionsMax, "client-connections-max", d.Network.ClientConnectionsMax,
+		"most client connections; peers never count against it")
+	fs.IntVar(&o.cfg.Network.HandshakesMax, "handshakes-max", d.Network.HandshakesMax,
+		"most connections still in their handshake; past it the oldest (once it has waited an eighth of the handshake timeout) is closed")
+	fs.IntVar(&o.cfg.Network.ClientOutboundBytesMax, "client-outbound-bytes-max", d.Network.ClientOutboundBytesMax,
+		"responses queued for one client that does not read them before it is disconnected")
+	fs.IntVar(&o.cfg.Network.BufferedBytesMax, "buffered-bytes-max", d.Network.BufferedBytesMax,
+		"bytes all client connections together may hold in the network buffers")
+	fs.DurationVar(&o.cfg.Network.FrameTimeout, "frame-timeout", d.Network.FrameTimeout,
+		"a client frame must arrive whole within this once its first byte has (slow senders are cut off)")
+	fs.DurationVar(&o.cfg.Network.IdleTimeout, "idle-timeout", d.Network.IdleTimeout,
+		"close a client connection that sent nothing for this long with nothing pending")
 	fs.BoolVar(&o.fsync, "fsync", true, "fsync the write-ahead log (off: acknowledged commands can be lost on a crash)")
 	fs.DurationVar(&o.cfg.TickInterval, "tick", d.TickInterval, "protocol tick")
 	fs.DurationVar(&o.electionTimeout, "election-timeout", time.Duration(d.ElectionTicks)*d.TickInterval,
@@ -211,6 +223,13 @@ func (o *serveOptions) finish(fs *flag.FlagSet, getenv func(string) string) erro
 	if err := o.cfg.Validate(); err != nil {
 		return usagef("%s", flagNames(err.Error()))
 	}
+	// The network limits are checked here too, not only when the replica starts: with the
+	// identity filled in as pipeline will, so only the limits can fail.
+	network := o.cfg.Network
+	network.ReplicaID, network.Secret, network.ListenAddr = o.cfg.ID, o.cfg.Secret, o.cfg.Peers[o.cfg.ID]
+	if err := network.Validate(); err != nil {
+		return usagef("%s", flagNames(err.Error()))
+	}
 	return nil
 }
 
@@ -284,6 +303,12 @@ func flagNames(msg string) string {
 		"Config.ListenAddr", "--listen",
 		"Config.AdminAddr", "--admin",
 		"Config.Window", "--window",
+		"Config.ClientConnectionsMax", "--client-connections-max",
+		"Config.HandshakesMax", "--handshakes-max",
+		"Config.ClientOutboundBytesMax", "--client-outbound-bytes-max",
+		"Config.BufferedBytesMax", "--buffered-bytes-max",
+		"Config.FrameTimeout", "--frame-timeout",
+		"Config.IdleTimeout", "--idle-timeout",
 	)
 	return r.Replace(msg)
 }

@@ -458,6 +458,12 @@ func TestBadFlagsExitWithOneClearLine(t *testing.T) {
 		{"tiny election timeout", base("--election-timeout", "20ms"), "--election-timeout"},
 		{"negative event loops", base("--event-loops", "-1"), "--event-loops"},
 		{"too many event loops", base("--event-loops", "100000"), "--event-loops"},
+		{"zero client connections", base("--client-connections-max", "0"), "--client-connections-max"},
+		{"zero handshakes", base("--handshakes-max", "0"), "--handshakes-max"},
+		{"client outbound under two replies", base("--client-outbound-bytes-max", "1024"), "--client-outbound-bytes-max"},
+		{"buffered bytes under one client", base("--buffered-bytes-max", "1048576"), "--buffered-bytes-max"},
+		{"zero frame timeout", base("--frame-timeout", "0s"), "--frame-timeout"},
+		{"negative idle timeout", base("--idle-timeout", "-1s"), "--idle-timeout"},
 		{"data dir is a file", base("--data", notADir), notADir},
 		{"port in use", base("--listen", busy.Addr().String()), "cannot listen"},
 		{"admin port in use", base("--admin", busy.Addr().String()), "admin"},
@@ -482,12 +488,14 @@ func TestConfigFileSetsFlagsAndCommandLineWins(t *testing.T) {
 	path := filepath.Join(dir, "c.json")
 	_ = os.WriteFile(path, []byte(`{"id": 2, "peers": {"1": "127.0.0.1:7001", "2": "127.0.0.1:7002"},
 		"data": "/tmp/x", "window": 4, "fsync": false, "linger": "2ms"}`), 0o600)
-	o, err := parseServe([]string{"--config", path, "--window", "6", "--event-loops", "1", "--secret", testSecret}, func(string) string { return "" })
+	o, err := parseServe([]string{"--config", path, "--window", "6", "--event-loops", "1", "--secret", testSecret,
+		"--client-connections-max", "100", "--frame-timeout", "3s", "--idle-timeout", "1m"}, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.cfg.ID != 2 || len(o.cfg.Peers) != 2 || o.cfg.Window != 6 || !o.cfg.NoSync || o.cfg.Batching.Linger != 2*time.Millisecond ||
-		o.cfg.Network.EventLoops != 1 {
+		o.cfg.Network.EventLoops != 1 || o.cfg.Network.ClientConnectionsMax != 100 ||
+		o.cfg.Network.FrameTimeout != 3*time.Second || o.cfg.Network.IdleTimeout != time.Minute {
 		t.Fatalf("config %+v", o.cfg)
 	}
 	o, err = parseServe([]string{"--id", "1", "--peers", "1=127.0.0.1:1", "--data", dir},
