@@ -40,7 +40,8 @@
 // # Event loops (inbound)
 //
 // Per loop turn (gnet OnTraffic) a connection's complete frames are decoded
-// (codec.PeekFrame with Config.Limits) and dispatched: peer messages one by one to
+// (codec.PeekFrame with Config.Limits; for clients, with FrameBytesMax lowered to the largest
+// legal Request) and dispatched: peer messages one by one to
 // HandlePeer, client Requests (and Reads, as Requests with Read set) as one slice per turn to
 // HandleRequests; then everything queued for the connection is written with one Write. Slices handed to the Handler alias gnet's
 // inbound buffer and are valid only during the call: the Handler copies what it keeps.
@@ -82,11 +83,16 @@
 //   - Config.BufferedBytesMax bounds what all clients together hold in gnet's buffers; past
 //     it, a client that grows beyond its fair share is closed (Stats.BufferedCutoffs). Measured
 //     with 48 clients each holding an unfinished 62 MiB frame: before these bounds the leader
-//     went from 201 MB to 4.35 GB RSS (issue 15); see tests/hostile for the figure after.
+//     went from 201 MB to 4.35 GB RSS (issue 15); with them, 48 such connections (half of
+//     them trickling a legal 1 MiB frame) left the leader at 95-99 MB and were all cut within
+//     12.5 s (tests/hostile).
 //   - Connections are counted by what they are. Config.HandshakesMax bounds connections not yet
-//     past their handshake; a new one beyond it closes the oldest (Stats.HandshakesEvicted), so
-//     silent connections cannot keep out a peer that answers its Challenge within a round
-//     trip, and Config.HandshakeTimeout closes them anyway. Config.ClientConnectionsMax bounds
+//     past their handshake; a new one beyond it closes the oldest once that one has waited an
+//     eighth of HandshakeTimeout (Stats.HandshakesEvicted), and is refused at once, before any
+//     work, while none has (Stats.HandshakesRefused). Silent connections thus age out of the
+//     way of a peer that answers its Challenge within a round trip (HandshakeTimeout closes
+//     them anyway), and a burst of reconnecting clients larger than the pool does not evict
+//     itself in a loop (it did, without the grace: a flood test's clients never got through). Config.ClientConnectionsMax bounds
 //     clients (Stats.ClientsRefused). Peers never count against either: one inbound connection
 //     per configured peer is kept, a newer authenticated one replacing the older
 //     (Stats.PeersReplaced). Before this split, 4,096 idle clients kept a restarted follower

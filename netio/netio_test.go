@@ -638,9 +638,12 @@ func TestWrongProtocolVersionIsRefused(t *testing.T) {
 	for _, role := range []codec.Role{codec.RoleClient, codec.RolePeer} {
 		r := dialRaw(t, s.Addr())
 		r.readChallenge()
-		hello := codec.Hello{Version: codec.HandshakeVersion + 1, Role: role, ClusterID: testClusterID, ReplicaID: 2}
-		transcript := codec.Transcript{ClusterID: testClusterID, Initiator: 2, Responder: 1, ServerNonce: r.challenge.Nonce}
-		hello.MAC = codec.InitiatorMAC(testSecret, &transcript)
+		hello := codec.Hello{Version: codec.HandshakeVersion + 1, Role: role, ClusterID: testClusterID, ClientID: 5}
+		if role == codec.RolePeer {
+			hello.ReplicaID, hello.ClientID = 2, 0
+			transcript := codec.Transcript{ClusterID: testClusterID, Initiator: 2, Responder: 1, ServerNonce: r.challenge.Nonce}
+			hello.MAC = codec.InitiatorMAC(testSecret, &transcript)
+		}
 		if err := r.write(codec.AppendHello(nil, &hello)); err != nil {
 			t.Fatal(err)
 		}
