@@ -33,8 +33,8 @@ type Sessions struct {
 	clientsMax   int
 	seqsMax      uint64
 	idleSlotsMax uint64
-	clients    map[uint64]*session
-	byAge      sessionHeap // every session, oldest (slot, clientID) first
+	clients      map[uint64]*session
+	byAge        sessionHeap // every session, oldest (slot, clientID) first
 }
 
 type session struct {
