@@ -39,6 +39,12 @@ type Config struct {
 	// batches amortise per-slot costs (one WAL record, one Accept) but cost latency and
 	// in-flight memory; it must stay below core.Config.ValueBytesMax.
 	BatchBytesMax int
+	// CommandBytesMax is the largest payload one command may carry. A command too large for
+	// a batch of BatchBytesMax gets a batch of its own, so the two limits are independent:
+	// batches stay small for latency while the documented payload limit is reachable. The
+	// encoded value is then up to CommandBytesMax + CommandOverheadBytes +
+	// BatchOverheadBytes, which must stay below core.Config.ValueBytesMax.
+	CommandBytesMax int
 	// BatchCommandsMax closes a batch at this many commands (at most
 	// codec.Limits.BatchCommandsMax, or receivers reject the value).
 	BatchCommandsMax int
@@ -58,6 +64,7 @@ type Config struct {
 // Defaults of Config.
 const (
 	DefaultBatchBytesMax      = 512 << 10
+	DefaultCommandBytesMax    = codec.DefaultPayloadBytesMax
 	DefaultBatchCommandsMax   = 8192
 	DefaultLinger             = 0
 	DefaultPendingCommandsMax = 1 << 18
@@ -69,6 +76,7 @@ const (
 func DefaultConfig() Config {
 	return Config{
 		BatchBytesMax:      DefaultBatchBytesMax,
+		CommandBytesMax:    DefaultCommandBytesMax,
 		BatchCommandsMax:   DefaultBatchCommandsMax,
 		Linger:             DefaultLinger,
 		PendingCommandsMax: DefaultPendingCommandsMax,
@@ -87,6 +95,9 @@ func (c *Config) Validate() error {
 		return invalid("BatchBytesMax", "%d: must hold at least one command (>= %d)",
 			c.BatchBytesMax, BatchOverheadBytes+CommandOverheadBytes+1)
 	}
+	if c.CommandBytesMax < 1 {
+		return invalid("CommandBytesMax", "%d: must be positive", c.CommandBytesMax)
+	}
 	if c.BatchCommandsMax <= 0 || c.BatchCommandsMax > codec.DefaultBatchCommandsMax {
 		return invalid("BatchCommandsMax", "%d: must be in [1, %d]", c.BatchCommandsMax, codec.DefaultBatchCommandsMax)
 	}
@@ -98,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PendingBytesMax < c.BatchBytesMax {
 		return invalid("PendingBytesMax", "%d: must be at least BatchBytesMax %d", c.PendingBytesMax, c.BatchBytesMax)
+	}
+	if c.PendingBytesMax < c.CommandBytesMax+CommandOverheadBytes {
+		return invalid("PendingBytesMax", "%d: must hold one command of CommandBytesMax %d", c.PendingBytesMax, c.CommandBytesMax)
 	}
 	if c.BatchesPooledMax < 0 {
 		return invalid("BatchesPooledMax", "%d: must not be negative", c.BatchesPooledMax)
@@ -193,9 +207,10 @@ func (b *Batcher) AddRequests(reqs []codec.Request) (taken int, err error) {
 	return len(reqs), nil
 }
 
-// Fits reports whether a payload of n bytes can ever be batched.
+// Fits reports whether a payload of n bytes can ever be batched: n <= CommandBytesMax (a
+// payload too large for a shared batch gets a batch of its own).
 func (b *Batcher) Fits(n int) bool {
-	return n+CommandOverheadBytes+BatchOverheadBytes <= b.cfg.BatchBytesMax
+	return n <= b.cfg.CommandBytesMax
 }
 
 func (b *Batcher) addLocked(clientID, seq, seqFloor uint64, payload []byte) error {
@@ -223,7 +238,9 @@ func (b *Batcher) addLocked(clientID, seq, seqFloor uint64, payload []byte) erro
 	b.pendingBytes += size
 	b.open.counted += size
 	b.stats.Commands++
-	if b.open.Count() >= b.cfg.BatchCommandsMax {
+	// A command larger than a batch has a batch of its own (its buffer grew past the
+	// pooled size and is dropped at Release); it closes at once.
+	if b.open.Count() >= b.cfg.BatchCommandsMax || b.open.Len() > b.cfg.BatchBytesMax-BatchOverheadBytes {
 		b.closeOpenLocked()
 		b.stats.ClosedBySize++
 	}

@@ -204,6 +204,7 @@ func TestPendingBytesLimit(t *testing.T) {
 	b := newBatcher(t, func(c *Config) {
 		c.BatchBytesMax = 1000
 		c.PendingBytesMax = 1000
+		c.CommandBytesMax = 500
 	})
 	payload := make([]byte, 200-CommandOverheadBytes)
 	for i := 0; i < 5; i++ {
@@ -216,13 +217,40 @@ func TestPendingBytesLimit(t *testing.T) {
 	}
 }
 
-func TestCommandLargerThanABatchIsRefused(t *testing.T) {
-	b := newBatcher(t, func(c *Config) { c.BatchBytesMax = 256 })
-	if err := b.Add(1, 1, 1, make([]byte, 256)); !errors.Is(err, ErrTooLarge) {
+func TestCommandLargerThanCommandBytesMaxIsRefused(t *testing.T) {
+	b := newBatcher(t, func(c *Config) { c.BatchBytesMax, c.CommandBytesMax = 256, 1000 })
+	if err := b.Add(1, 1, 1, make([]byte, 1001)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("got %v, want ErrTooLarge", err)
 	}
 	if !b.Empty() {
 		t.Fatal("a refused command was kept")
+	}
+}
+
+// Issue 15, defect 8: a payload larger than a batch (but within CommandBytesMax) was refused,
+// so the documented 1 MiB was unreachable with 512 KiB batches. It gets a batch of its own,
+// between the batches of the commands around it, in order.
+func TestCommandLargerThanABatchGetsABatchOfItsOwn(t *testing.T) {
+	b := newBatcher(t, func(c *Config) { c.BatchBytesMax, c.CommandBytesMax = 256, 1000 })
+	for i, size := range []int{10, 1000, 10} {
+		if err := b.Add(1, uint64(i+1), 1, make([]byte, size)); err != nil {
+			t.Fatalf("add %d bytes: %v", size, err)
+		}
+	}
+	for i, want := range []int{10, 1000, 10} {
+		bt := b.Next()
+		if bt == nil || bt.Count() != 1 {
+			t.Fatalf("batch %d: %v, want one command of %d bytes", i, bt, want)
+		}
+		var it codec.BatchIter
+		lim := codec.DefaultLimits()
+		if err := it.Reset(bt.Bytes(), &lim); err != nil || !it.Next() {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if cmd := it.Command(); len(cmd.Payload) != want || cmd.Seq != uint64(i+1) {
+			t.Fatalf("batch %d: seq %d of %d bytes, want seq %d of %d bytes", i, cmd.Seq, len(cmd.Payload), i+1, want)
+		}
+		b.Release(bt)
 	}
 }
 

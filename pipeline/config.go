@@ -277,6 +277,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("pipeline: Config.Batching: %w: %w", err, ErrInvalidConfig)
 	}
 	lim := c.Network.Limits
+	if c.Batching.CommandBytesMax < lim.PayloadBytesMax {
+		return invalid("Batching.CommandBytesMax", "%d is below Network.Limits.PayloadBytesMax %d: a request the network takes could never be batched",
+			c.Batching.CommandBytesMax, lim.PayloadBytesMax)
+	}
+	if one := c.Batching.CommandBytesMax + batching.CommandOverheadBytes + batching.BatchOverheadBytes; one > lim.ValueBytesMax {
+		return invalid("Batching.CommandBytesMax", "%d: a batch of one such command (%d bytes) exceeds Network.Limits.ValueBytesMax %d",
+			c.Batching.CommandBytesMax, one, lim.ValueBytesMax)
+	}
 	if c.Batching.BatchBytesMax > lim.ValueBytesMax {
 		return invalid("Batching.BatchBytesMax", "%d exceeds Network.Limits.ValueBytesMax %d", c.Batching.BatchBytesMax, lim.ValueBytesMax)
 	}

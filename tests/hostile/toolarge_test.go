@@ -63,11 +63,10 @@ func TestOversizedPayloadIsAnsweredTooLarge(t *testing.T) {
 // Issue 15, defect 8: the documented payload limit, codec.DefaultPayloadBytesMax (1 MiB), must
 // be reachable with every default. It was not: batching.DefaultBatchBytesMax (512 KiB) is
 // smaller than one command of that size, so the leader answered TooLarge from about 512 KiB.
+// Now a command larger than a batch gets a batch of its own, up to batching.CommandBytesMax.
 func TestDocumentedPayloadLimitIsReachableByDefault(t *testing.T) {
-	need := codec.DefaultPayloadBytesMax + batching.CommandOverheadBytes + batching.BatchOverheadBytes
-	if have := batching.DefaultConfig().BatchBytesMax; have < need {
-		t.Skipf("batching.DefaultBatchBytesMax is %d, below the %d bytes one command of codec.DefaultPayloadBytesMax needs: "+
-			"the default belongs to package batching (see tests/hostile/doc.go)", have, need)
+	if have := batching.DefaultConfig().CommandBytesMax; have < codec.DefaultPayloadBytesMax {
+		t.Fatalf("batching.DefaultCommandBytesMax is %d, below codec.DefaultPayloadBytesMax %d", have, codec.DefaultPayloadBytesMax)
 	}
 	e := startEnv(t)
 	cfg := client.DefaultConfig()
