@@ -298,6 +298,9 @@ func (s *Server) closeForError(cs *connState, err error) {
 	case errors.Is(err, errClientRefused):
 		s.stats.clientsRefused.Add(1)
 		s.warn(warnClientRefused, "netio: refusing client: ClientConnectionsMax reached", attrs...)
+	case errors.Is(err, errClientIDInUse):
+		s.stats.clientsRefused.Add(1)
+		s.warn(warnClientRefused, "netio: refusing client: its client id is already connected", append(attrs, "err", err)...)
 	case errors.Is(err, ErrHandshake):
 		s.stats.handshakeFailures.Add(1)
 		s.warn(warnHandshakeRefused, "netio: handshake refused, closing connection", attrs...)
@@ -454,9 +457,8 @@ func (s *Server) acceptHello(cs *connState, frame []byte) error {
 	case codec.RoleClient:
 		cs.client = &ClientConn{id: cs.id, clientID: hello.ClientID, server: s, gc: cs.gc}
 		cs.client.inLoop = true // we are inside OnTraffic, which set inLoop for clients only
-		if !s.admitClient(cs) {
-			return fmt.Errorf("%w: %d clients connected, ClientConnectionsMax %d",
-				errClientRefused, s.cfg.ClientConnectionsMax, s.cfg.ClientConnectionsMax)
+		if err := s.admitClient(cs); err != nil {
+			return err
 		}
 		cs.phase = phaseClient
 	default:
@@ -599,6 +601,12 @@ func (s *Server) readClient(cs *connState, buf []byte, offset int) (int, error) 
 		}
 		if err := decode(buf[offset:offset+n], &requests[len(requests)-1], &s.cfg.Limits); err != nil {
 			return start, fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		if id := requests[len(requests)-1].ClientID; id != c.clientID {
+			// A request is its connection's client's: one naming another client would act
+			// on that client's exactly-once session (raise its floor, take its seqs).
+			return start, fmt.Errorf("%w: %s names client %d, the connection's Hello named client %d",
+				ErrProtocol, typ, id, c.clientID)
 		}
 		offset += n
 		ends = append(ends, offset)

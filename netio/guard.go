@@ -31,6 +31,10 @@ type connGuard struct {
 	handshakes list.List // of *connState in phaseHello, oldest first
 	clients    map[*connState]struct{}
 	peers      map[uint32]*connState
+	// clientIDs: the connection each client id is live on. A client id is one client's
+	// exactly-once session: two live connections under one id would answer each other's
+	// requests, so a second one is refused while the first is open.
+	clientIDs map[uint64]*connState
 }
 
 // guardState is the part of connState the guards use.
@@ -91,19 +95,23 @@ func (s *Server) leaveHandshake(cs *connState) {
 	g.mu.Unlock()
 }
 
-// admitClient counts cs as a client, or reports false at ClientConnectionsMax.
-func (s *Server) admitClient(cs *connState) bool {
-	if s.stats.clientConnections.Add(1) > int64(s.cfg.ClientConnectionsMax) {
-		s.stats.clientConnections.Add(-1)
-		return false
-	}
-	now := int64(s.clock())
-	cs.activeAt.Store(now)
+// admitClient counts cs as a client: errClientRefused at ClientConnectionsMax,
+// errClientIDInUse while another connection of the same client id is open.
+func (s *Server) admitClient(cs *connState) error {
 	g := &s.guard
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	if other, live := g.clientIDs[cs.client.clientID]; live {
+		return fmt.Errorf("%w: client id %d is connected on connection %d", errClientIDInUse, cs.client.clientID, other.id)
+	}
+	if s.stats.clientConnections.Add(1) > int64(s.cfg.ClientConnectionsMax) {
+		s.stats.clientConnections.Add(-1)
+		return fmt.Errorf("%w: %d clients connected", errClientRefused, s.cfg.ClientConnectionsMax)
+	}
+	cs.activeAt.Store(int64(s.clock()))
 	g.clients[cs] = struct{}{}
-	g.mu.Unlock()
-	return true
+	g.clientIDs[cs.client.clientID] = cs
+	return nil
 }
 
 // admitPeer records cs as peer id's inbound connection and returns the one it replaces.
@@ -125,6 +133,9 @@ func (s *Server) forget(cs *connState) {
 		cs.handshakeElem = nil
 	}
 	delete(g.clients, cs)
+	if cs.client != nil && g.clientIDs[cs.client.clientID] == cs {
+		delete(g.clientIDs, cs.client.clientID)
+	}
 	if cs.phase == phasePeer && g.peers[cs.peerID] == cs {
 		delete(g.peers, cs.peerID)
 	}
@@ -241,6 +252,7 @@ var (
 	errBufferedBytes = errors.New("netio: BufferedBytesMax reached")
 	errSlowReader    = errors.New("netio: client is not reading its responses")
 	errClientRefused = errors.New("netio: ClientConnectionsMax reached")
+	errClientIDInUse = errors.New("netio: client id already connected")
 )
 
 // fdReserve is the descriptors kept free for everything but inbound connections: outbound

@@ -411,3 +411,42 @@ func TestRefusalWarningsAreRateLimited(t *testing.T) {
 		t.Fatalf("WarningsSuppressed = %d, want 19", got)
 	}
 }
+
+// Issue 15, defect 7: requests were not tied to their connection's client. Two connections
+// under one client id answered each other's requests, and a request naming another client id
+// acted on that client's exactly-once session. A second live connection under a client id is
+// refused (until the first closes), and a request naming another client closes its connection.
+func TestClientIDIsBoundToOneConnection(t *testing.T) {
+	addrs := freeAddrs(t, 1)
+	h := &testHandler{}
+	s := startServer(t, testConfig(1, addrs[0], nil), h)
+	first, _ := dialClient(t, s.Addr(), 77)
+
+	second := dialRaw(t, s.Addr())
+	second.readChallenge()
+	hello := codec.Hello{Version: codec.Version, Role: codec.RoleClient, ClusterID: testClusterID, ClientID: 77}
+	if err := second.write(codec.AppendHello(nil, &hello)); err != nil {
+		t.Fatal(err)
+	}
+	second.expectClosed(5 * time.Second)
+
+	spoofer, _ := dialClient(t, s.Addr(), 78)
+	spoofer.sendRequests(77, 1, 1, []byte("in client 77's name"))
+	spoofer.expectClosed(5 * time.Second)
+	if got := h.offered.Load(); got != 0 {
+		t.Fatalf("the handler was offered %d requests, want none (the spoofed one is refused)", got)
+	}
+
+	// The first connection is unaffected and still served; once it closes, the id is free.
+	first.sendRequests(77, 1, 1, []byte("mine"))
+	if resp, err := first.readResponse(5 * time.Second); err != nil || resp.ClientID != 77 || resp.Seq != 1 {
+		t.Fatalf("first connection: %+v, %v", resp, err)
+	}
+	first.conn.Close()
+	waitFor(t, 5*time.Second, "client 77 gone", func() bool { return s.Stats().ClientConnections == 0 })
+	again, _ := dialClient(t, s.Addr(), 77)
+	again.sendRequests(77, 2, 1, []byte("reconnected"))
+	if _, err := again.readResponse(5 * time.Second); err != nil {
+		t.Fatalf("reconnected client 77: %v", err)
+	}
+}

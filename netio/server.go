@@ -103,6 +103,7 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	}
 	s.clientLimits.FrameBytesMax = clientFrameBytesMax(&cfg.Limits)
 	s.guard.clients = make(map[*connState]struct{})
+	s.guard.clientIDs = make(map[uint64]*connState)
 	s.guard.peers = make(map[uint32]*connState, len(peers))
 	empty := ""
 	s.leaderAddr.Store(&empty)
