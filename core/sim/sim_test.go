@@ -76,6 +76,12 @@ func (s *totals) add(r Result) {
 	s.runs++
 }
 
+func (s *totals) done() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runs
+}
+
 // runSeeds runs count seeds per cluster size on every CPU and reports every failure with the
 // options it drew and the one command that replays it.
 func runSeeds(t *testing.T, count int) {
@@ -133,6 +139,11 @@ func runSeeds(t *testing.T, count int) {
 		for _, n := range sizes {
 			jobs <- job{seed: *firstFlag + i, replicas: n}
 		}
+		if (i+1)%progressSeeds == 0 && count > progressSeeds {
+			// Long runs (make sim-long) say how far they got: with -v these lines stream.
+			t.Logf("%d of %d seeds handed out after %v, %d runs done, failures so far: %v",
+				i+1, count, time.Since(stats.start).Round(time.Second), stats.done(), failed.Load())
+		}
 	}
 	close(jobs)
 	wg.Wait()
@@ -153,6 +164,9 @@ func runSeeds(t *testing.T, count int) {
 	t.Logf("%d seeds x %v replicas in %v (%.0f runs/s on %d CPUs): slowest recovery %d ticks after faults stopped; totals %+v",
 		count, sizes, elapsed.Round(time.Millisecond), float64(stats.runs)/elapsed.Seconds(), runtime.GOMAXPROCS(0), stats.max, stats.sum)
 }
+
+// progressSeeds: a long run logs its progress every this many seeds.
+const progressSeeds = 20000
 
 // TestSim is the default run: 1000 seeds each of 3 and 5 replicas (make test: SIM_SEEDS),
 // each seed its own fault mix.
