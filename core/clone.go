@@ -16,13 +16,12 @@ import (
 
 // Clone returns a deep copy of r that shares no mutable memory with it; the copy draws its
 // randomness from rand. Stored values (slot values, message payloads, entries) are never
-// modified once stored, so they are shared; every map, slice and struct that core changes in
-// place is copied. The Storage is the driver's and is shared.
+// modified once stored, so they are shared, and so are cfg.Peers and others, which New builds
+// and nothing changes after; every map, slice and struct that core changes in place is
+// copied. The Storage is the driver's and is shared.
 func (r *Replica) Clone(rand Rand) *Replica {
 	c := *r
 	c.cfg.Rand = rand
-	c.cfg.Peers = slices.Clone(r.cfg.Peers)
-	c.others = slices.Clone(r.others)
 	c.log = make(map[uint64]*slotState, len(r.log))
 	for slot, st := range r.log {
 		copied := *st
@@ -48,7 +47,7 @@ func (r *Replica) AppendFingerprint(dst []byte) []byte {
 	dst = appendBallot(dst, r.promised)
 	dst = appendBallot(dst, r.durablePromised)
 	dst = appendUint(dst, uint64(len(r.log)))
-	for _, slot := range slices.Sorted(maps.Keys(r.log)) {
+	for _, slot := range slotsInOrder(r.log, r.logStart, r.logEnd) {
 		st := r.log[slot]
 		dst = appendUint(dst, slot)
 		dst = appendBallot(dst, st.ballot)
@@ -96,7 +95,7 @@ func (p *phase1State) appendFingerprint(dst []byte) []byte {
 	dst = appendUint(dst, uint64(p.count))
 	dst = appendBool(dst, p.selfCounted)
 	dst = appendUint(dst, uint64(len(p.recovered)))
-	for _, slot := range slices.Sorted(maps.Keys(p.recovered)) {
+	for _, slot := range slotsInOrder(p.recovered, p.from, p.recoveredEnd) {
 		dst = appendEntry(dst, p.recovered[slot])
 	}
 	return appendUint(dst, p.recoveredEnd, uint64(p.elapsed))
@@ -115,6 +114,27 @@ func (rd *Ready) AppendFingerprint(dst []byte) []byte {
 	dst = appendMessages(dst, rd.MessagesAfterPersist)
 	dst = appendEntries(dst, rd.Chosen)
 	return appendUint(dst, rd.SnapshotSlot, rd.commit)
+}
+
+// slotsInOrder returns m's keys in order. Every key is expected in [from, end), a range a few
+// times the map's size at most, so scanning it beats sorting; any key outside it (a broken
+// invariant) falls back to a sort, so the encoding stays complete.
+func slotsInOrder[V any](m map[uint64]V, from, end uint64) []uint64 {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]uint64, 0, len(m))
+	if end >= from && end-from <= 4*uint64(len(m)) {
+		for slot := from; slot < end; slot++ {
+			if _, ok := m[slot]; ok {
+				keys = append(keys, slot)
+			}
+		}
+		if len(keys) == len(m) {
+			return keys
+		}
+	}
+	return slices.Sorted(maps.Keys(m))
 }
 
 func appendUint(dst []byte, values ...uint64) []byte {
