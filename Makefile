@@ -24,7 +24,7 @@ SIM_SEEDS ?= 5000
 DURATION  ?= 10m
 RUN_ARGS  ?= --clients 64 --inflight 64 --payload 16 --duration 10s --warmup 2s
 
-.PHONY: all deps build run test test-pure test-race test-chaos lint fmt vet fuzz fuzz-long bench bench-e2e \
+.PHONY: all deps build run test test-pure test-race test-chaos test-hostile lint fmt vet fuzz fuzz-long bench bench-e2e \
         bench-rtt sim-long chaos-long planted profile clean
 
 all: build
@@ -40,7 +40,7 @@ run: build
 		$(RUN_ARGS) --report $(BIN)/report.html
 	@echo "HTML report: $(BIN)/report.html (open it in a browser, it works offline)"
 
-test: deps lint test-pure test-race test-chaos
+test: deps lint test-pure test-race test-chaos test-hostile
 	@echo "make test: all green"
 
 # core's expensive assertions (core/invariants.go) are on for the pure packages: every
@@ -56,6 +56,11 @@ test-race:
 # seed and the command that replays it; artifacts land in tests/chaos/artifacts/.
 test-chaos: deps
 	MPAXOS_CHAOS=1 $(GO) test -count=1 -race -timeout 20m ./tests/chaos -duration $(CHAOS_DURATION)
+
+# Attacks on a live 3-replica cluster under load (tests/hostile, ~50 s). Not under -race:
+# the flood holds ~16,000 connections, over the race detector's goroutine limit.
+test-hostile: build
+	MPAXOS_HOSTILE=1 $(GO) test -count=1 -timeout 5m -v ./tests/hostile
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
