@@ -107,6 +107,9 @@ var catchers = []catcher{
 		regexp.MustCompile(`--- FAIL: (\S+)`)},
 	{"simulator", []string{"test", "-count=1", "-tags", "invariants", "./core/sim", "-run", "^TestSim$", "-seeds", "2000"},
 		regexp.MustCompile(`(seed \d+, \d+ replicas)`)},
+	{"sim liveness", []string{"test", "-count=1", "-tags", "invariants", "./core/sim", "-run",
+		"^TestSim(LeaderCutOneWay|RejoinAfterIsolation|StalledLeaderDisk)"},
+		regexp.MustCompile(`--- FAIL: (\S+)`)},
 	{"explorer", []string{"test", "-count=1", "-tags", "invariants", "./core/explore", "-run", "^TestExplore"},
 		regexp.MustCompile(`(depth \d+[^\n]*)`)},
 }
