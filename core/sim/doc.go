@@ -51,8 +51,11 @@
 //
 // After FaultTicks every fault stops (partitions heal, crashed replicas restart, pauses and
 // stalls end, nothing is lost or held any more, snapshot files no longer fail) and within
-// QuietTicks (30 election timeouts plus the long-delay tail) every pending command must be
-// chosen and every replica must have applied the whole chosen log (liveness).
+// QuietTicks (30 election timeouts plus the long-delay tail), plus the time two transfers of
+// the largest snapshot file take at the drawn chunk size and window (a round trip per window:
+// with one 128-byte chunk per window, a snapshot of tens of KiB takes far longer than 30
+// election timeouts), every pending command must be chosen and every replica must have
+// applied the whole chosen log (liveness).
 //
 // # What runs
 //

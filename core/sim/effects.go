@@ -488,6 +488,45 @@ func (w *world) crashDisk(n *node) {
 	n.temp, n.crashing = nil, false
 }
 
+// quietTransfersMax: the snapshot transfers a replica may need one after another once the
+// faults stop. Nothing compacts any more, but a transfer under way may be of an older file
+// than the newest (its sender compacted again meanwhile), and once it is installed the
+// replica still needs the newest.
+const quietTransfersMax = 2
+
+// transferTicks bounds, in world ticks, quietTransfersMax transfers of the largest snapshot
+// file on any disk when nothing fails: the liveness bound adds it to QuietTicks, since a
+// transfer takes a round trip per window and a window may be one chunk of ChunkBytes.
+//
+// One window's round trip: the request's delay, the sender's reads one after another (each
+// completes within fileTicks of being queued), the last chunk's delay, and its write; each
+// hop may wait one more tick for the next delivery. Once every byte is written, the finish
+// syncs and the install goes through a Ready's persist.
+func (w *world) transferTicks() int {
+	largest := 0
+	for _, n := range w.nodes {
+		for _, f := range n.disk.snapshots {
+			largest = max(largest, len(f.data))
+		}
+	}
+	if largest == 0 {
+		return 0
+	}
+	windowBytes, readsMax := 0, 0
+	for i, n := range w.nodes {
+		c := &n.driverCfg
+		if bytes := c.ChunkBytes * c.ChunkWindow; i == 0 || bytes < windowBytes {
+			windowBytes = bytes
+		}
+		readsMax = max(readsMax, c.ChunkWindow)
+	}
+	o := &w.opts
+	fileTicksMax := o.PersistTicksMax / 4
+	windowTicks := 2*(o.DelayTicksMax+1) + (readsMax+1)*fileTicksMax
+	windows := (largest + windowBytes - 1) / windowBytes
+	return quietTransfersMax * (windows*windowTicks + 2*o.PersistTicksMax)
+}
+
 // ---- snapshot files on a disk ----
 
 // snapshotAt returns the durable snapshot file of slot (nil if none).

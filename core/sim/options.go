@@ -18,7 +18,9 @@ type Options struct {
 	Replicas int
 
 	FaultTicks int // ticks with faults and client load
-	QuietTicks int // then: faults stop; every pending command must be chosen within this bound
+	// QuietTicks: then the faults stop, and every pending command must be chosen and applied
+	// everywhere within this bound plus the snapshot transfers' time (transferTicks).
+	QuietTicks int
 
 	// Core timers (ticks), drawn so a round trip plus a persist fits an election timeout.
 	ElectionTicks   int

@@ -124,8 +124,8 @@ type world struct {
 	res      Result
 }
 
-// Run simulates one cluster for opts.FaultTicks + opts.QuietTicks ticks, checking every
-// invariant after every step. It returns a *Violation for the first one broken.
+// Run simulates one cluster for opts.FaultTicks ticks of faults, then without faults until it
+// converges within the liveness bound (runQuiet), checking every invariant after every step. It returns a *Violation for the first one broken.
 func Run(opts Options) (res Result, err error) {
 	w := newWorld(opts)
 	err = w.guard(func() {
@@ -133,19 +133,30 @@ func Run(opts Options) (res Result, err error) {
 			w.faults()
 			w.tick(true)
 		}
-		w.quiet()
-		for ; w.now < opts.FaultTicks+opts.QuietTicks; w.now++ {
-			w.tick(false)
-			if w.converged() {
-				w.res.LivenessTicks = w.now - opts.FaultTicks
-				return
-			}
-		}
-		w.fail("liveness", "%d ticks after faults stopped: %d commands pending, applied %v of %d chosen, status %v, drivers %v",
-			opts.QuietTicks, w.pendingCount(), w.appliedLens(), len(w.global), w.statuses(), w.driverStatuses())
+		w.runQuiet()
 	})
 	w.res.Chosen = len(w.global)
 	return w.res, err
+}
+
+// runQuiet stops every fault and runs until every pending command is chosen and applied
+// everywhere, within the liveness bound: QuietTicks, plus the time the snapshot transfers
+// still needed take at the drawn chunk size and window (transferTicks), which no number of
+// election timeouts covers (a transfer of 128-byte chunks one at a time is a round trip per
+// chunk).
+func (w *world) runQuiet() {
+	w.quiet()
+	start := w.now
+	transfers := w.transferTicks()
+	for ; w.now < start+w.opts.QuietTicks+transfers; w.now++ {
+		w.tick(false)
+		if w.converged() {
+			w.res.LivenessTicks = w.now - start
+			return
+		}
+	}
+	w.fail("liveness", "%d ticks after faults stopped (QuietTicks %d + %d for snapshot transfers): %d commands pending, applied %v of %d chosen, status %v, drivers %v",
+		w.now-start, w.opts.QuietTicks, transfers, w.pendingCount(), w.appliedLens(), len(w.global), w.statuses(), w.driverStatuses())
 }
 
 // guard runs f, turning a Violation panic (or any panic from core) into an error.
