@@ -48,8 +48,9 @@
 //
 // Every fact is fed to a check.History: every message sent (Messages and
 // MessagesAfterPersist), every entry that reaches a disk (at a Persist, or kept by a Crash),
-// every restart, every value handed out as chosen (at the Persist that applies it), and every
-// replica that leads after an event. So each path is checked for one value per (slot,
+// every restart, every value handed out as chosen (when the Ready carrying it is taken: core
+// claims it chosen then, and a driver may apply it before its own persist), and every replica
+// that leads after an event. So each path is checked for one value per (slot,
 // ballot), a majority-accepted value kept by every higher ballot, one chosen value per slot,
 // chosen only when durable on a majority with that value, and a ballot used in one life only
 // (see package check). The explorer adds: core never panics (with -tags invariants its deep

@@ -258,6 +258,11 @@ func (s *step) drive(i int) {
 			for _, m := range rd.Messages {
 				s.send(i, m)
 			}
+			// Core hands these out as chosen now (a driver may apply them before its own
+			// persist, as the pipeline does): they must already be durable on a majority.
+			for _, e := range rd.Chosen {
+				s.observe(observation{kind: observeChosen, id: uint32(i + 1), entry: e})
+			}
 			p := pendingReady{rd: rd}
 			if s.x.opts.PlantAdvanceBeforePersist {
 				r.Advance(rd) // the planted bug: core believes the write durable before it is
@@ -278,7 +283,8 @@ func (s *step) drive(i int) {
 }
 
 // complete finishes replica i's oldest persist: its hard state and entries reach the disk,
-// its MessagesAfterPersist leave, its Chosen are applied, and it is advanced.
+// its MessagesAfterPersist leave, its Chosen are applied (checked when handed out), and it is
+// advanced.
 func (s *step) complete(i int) {
 	q := s.queue(i)
 	p := (*q)[0]
@@ -293,9 +299,6 @@ func (s *step) complete(i int) {
 	}
 	for _, m := range p.rd.MessagesAfterPersist {
 		s.send(i, m)
-	}
-	for _, e := range p.rd.Chosen {
-		s.observe(observation{kind: observeChosen, id: uint32(i + 1), entry: e})
 	}
 	if !p.advanced {
 		s.replica(i).Advance(p.rd)
