@@ -502,6 +502,22 @@ const quietTransfersMax = 2
 // completes within fileTicks of being queued), the last chunk's delay, and its write; each
 // hop may wait one more tick for the next delivery. Once every byte is written, the finish
 // syncs and the install goes through a Ready's persist.
+// catchUpTicks: the time a replica that missed the whole log takes to fetch it once the
+// faults stop, at the smallest drawn CatchUpSlotsMax: one request at a time, each a round trip
+// plus the persist of its entries and then of the commit point (two FIFOs of a slow disk).
+// Seed 28353 (5 replicas, 15-tick disk, 1-slot catch-up replies) needed more than 30 election
+// timeouts for that alone.
+func (w *world) catchUpTicks() int {
+	slots := len(w.global) + w.pendingCount()
+	perRequest := 1 << 30
+	for _, n := range w.nodes {
+		perRequest = min(perRequest, n.cfg.CatchUpSlotsMax)
+	}
+	o := &w.opts
+	rounds := (slots + perRequest - 1) / perRequest
+	return rounds * (2*(o.DelayTicksMax+1) + 2*o.PersistTicksMax)
+}
+
 func (w *world) transferTicks() int {
 	largest := 0
 	for _, n := range w.nodes {
@@ -614,4 +630,26 @@ func (n *node) Chosen(from uint64, maxSlots, maxBytes int, dst [][]byte) ([][]by
 		maxSlots--
 	}
 	return dst, nil
+}
+
+// queues describes a replica's disk queues (for a Violation): what is waiting and when it is due.
+func (n *node) queues() string {
+	due := func(at []int) string {
+		if len(at) == 0 {
+			return "none"
+		}
+		return fmt.Sprintf("%d, head due at tick %d", len(at), at[0])
+	}
+	var e, h, s []int
+	for _, x := range n.entryWrites {
+		e = append(e, x.doneAt)
+	}
+	for _, x := range n.hardStateWrites {
+		h = append(h, x.doneAt)
+	}
+	for _, x := range n.snapshotOps {
+		s = append(s, x.doneAt)
+	}
+	return fmt.Sprintf("entries %s; hard states %s; snapshot ops %s; early reports %d; paused till %d, stalled till %d",
+		due(e), due(h), due(s), len(n.earlyReports), n.pausedTill, n.stalledTill)
 }

@@ -147,7 +147,7 @@ func Run(opts Options) (res Result, err error) {
 func (w *world) runQuiet() {
 	w.quiet()
 	start := w.now
-	transfers := w.transferTicks()
+	transfers := w.transferTicks() + w.catchUpTicks()
 	for ; w.now < start+w.opts.QuietTicks+transfers; w.now++ {
 		w.tick(false)
 		if w.converged() {
@@ -155,7 +155,7 @@ func (w *world) runQuiet() {
 			return
 		}
 	}
-	w.fail("liveness", "%d ticks after faults stopped (QuietTicks %d + %d for snapshot transfers): %d commands pending, applied %v of %d chosen, status %v, drivers %v",
+	w.fail("liveness", "%d ticks after faults stopped (QuietTicks %d + %d for snapshot transfers and catch-up): %d commands pending, applied %v of %d chosen, status %v, drivers %v",
 		w.now-start, w.opts.QuietTicks, transfers, w.pendingCount(), w.appliedLens(), len(w.global), w.statuses(), w.driverStatuses())
 }
 
@@ -394,7 +394,8 @@ func (w *world) driverStatuses() []string {
 	var s []string
 	for _, n := range w.nodes {
 		if n.live() {
-			s = append(s, fmt.Sprintf("%d: %+v wanted %d files %v", n.id, n.driver.Status(), n.r.SnapshotWanted(), n.disk.snapshotSlots()))
+			s = append(s, fmt.Sprintf("%d: %+v wanted %d files %v; disk queues: %s", n.id, n.driver.Status(),
+				n.r.SnapshotWanted(), n.disk.snapshotSlots(), n.queues()))
 		}
 	}
 	return s
