@@ -25,7 +25,7 @@ DURATION  ?= 10m
 RUN_ARGS  ?= --clients 64 --inflight 64 --payload 16 --duration 10s --warmup 2s
 
 .PHONY: all deps build run test test-pure test-race test-chaos test-hostile lint fmt vet fuzz fuzz-long bench bench-e2e \
-        bench-rtt sim-long chaos-long planted profile clean
+        bench-rtt sim-long chaos-long planted profile clean test-netfuzz netfuzz
 
 all: build
 
@@ -40,7 +40,7 @@ run: build
 		$(RUN_ARGS) --report $(BIN)/report.html
 	@echo "HTML report: $(BIN)/report.html (open it in a browser, it works offline)"
 
-test: deps lint test-pure test-race test-chaos test-hostile
+test: deps lint test-pure test-race test-chaos test-hostile test-netfuzz
 	@echo "make test: all green"
 
 # core's expensive assertions (core/invariants.go) are on for the pure packages: every
@@ -119,6 +119,15 @@ explore-deep:
 # transcripts, the simulator and the explorer against it: every one must be caught.
 planted:
 	MPAXOS_PLANTED=1 $(GO) test -count=1 -timeout 0 -v ./tests/planted
+
+# The network fuzzer (tests/netfuzz): random and mutated frames from six attackers against a
+# live 3-replica cluster of real processes while a client appends; no crash, hang, stall or
+# lost write. make test runs it for 15 s; make netfuzz for DURATION (default 10m, one core).
+test-netfuzz:
+	$(GO) test -count=1 -race -timeout 5m ./tests/netfuzz -duration 15s
+
+netfuzz:
+	$(GO) test -count=1 -timeout 0 -v ./tests/netfuzz -run TestNetworkFuzz -duration $(DURATION)
 
 # Fault tests on real processes for as long as asked (DURATION=1h).
 chaos-long: deps build
