@@ -105,7 +105,7 @@ type catcher struct {
 var catchers = []catcher{
 	{"core tests", []string{"test", "-count=1", "-tags", "invariants", "./core"},
 		regexp.MustCompile(`--- FAIL: (\S+)`)},
-	{"simulator", []string{"test", "-count=1", "-tags", "invariants", "./core/sim", "-run", "^TestSim$", "-seeds", "2000"},
+	{"simulator", []string{"test", "-count=1", "-tags", "invariants", "./core/sim", "-run", "^TestSim$", "-seeds", "5000"}, // make test's SIM_SEEDS
 		regexp.MustCompile(`(seed \d+, \d+ replicas)`)},
 	{"sim liveness", []string{"test", "-count=1", "-tags", "invariants", "./core/sim", "-run",
 		"^TestSim(LeaderCutOneWay|RejoinAfterIsolation|StalledLeaderDisk)"},
