@@ -186,7 +186,11 @@ func (r *Replica) restore(p Persisted) error {
 		r.log[e.Slot] = &slotState{ballot: e.Ballot, value: e.Value, durable: e.Ballot}
 		r.logEnd = max(r.logEnd, e.Slot+1)
 	}
-	r.durablePromised, r.savedPromised = r.promised, r.promised
+	// Only the hard state keeps a promise for good: entries whose ballot raised promised above
+	// it (their hard state was lost in a crash) go once a snapshot covers them. So the promise
+	// counts as saved and durable at the hard state's, and the first Ready saves the rest
+	// before any message vouching for it leaves.
+	r.durablePromised, r.savedPromised = p.HardState.Promised, p.HardState.Promised
 	r.highestSeen = r.promised
 	r.applied = max(p.Applied, p.SnapshotSlot)
 	r.commit = max(p.HardState.Commit, r.applied)

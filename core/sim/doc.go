@@ -93,7 +93,8 @@
 // The simulator's own checks:
 //   - durable before send: a message that vouches (a Promise, an Accepted, an acknowledging
 //     HeartbeatReply) vouches only for what the disk holds when it leaves, whether the driver
-//     sent it with Messages or MessagesAfterPersist;
+//     sent it with Messages or MessagesAfterPersist: its ballot in the hard state (entries
+//     accepted in it do not count, a snapshot covering them removes them), its slot in the log;
 //   - promised never goes down, within a life and across restarts (a restarted replica
 //     promises at least what it ever vouched for);
 //   - apply in slot order without gaps; every replica's applied log is a prefix of the one

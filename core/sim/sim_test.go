@@ -238,3 +238,16 @@ func TestDrawOptionsVaries(t *testing.T) {
 		}
 	}
 }
+
+// Seed 39326 of 3 replicas: replica 2 crashed with an entry accepted in (3,3) durable and the
+// hard state raising its promise to (3,3) still queued. The restart recovered (3,3) from the
+// entry, core counted it as saved, and the replica acked in (3,3) while its hard state held
+// (2,3); a compaction then removed the entry and the next restart promised only (2,3). Core now
+// saves a promise recovered from entries in the first Ready, before anything vouches for it.
+func TestSimSeed39326PromiseRecoveredFromEntriesIsSaved(t *testing.T) {
+	const seed, replicas = 39326, 3
+	opts := DrawOptions(seed, replicas)
+	if _, err := Run(opts); err != nil {
+		t.Fatalf("seed %d, %d replicas: %v\n  options: %v", seed, replicas, err, opts)
+	}
+}
