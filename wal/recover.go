@@ -302,8 +302,21 @@ func (w *WAL) recoverSegment(f File, info *segmentInfo, last bool, buffer *[]byt
 		// segment is its previous life), or the zero fill of a version-1 segment.
 		return nil
 	}
-	w.logger.Warn("wal: cut torn tail of the last segment", "file", info.name,
-		"offset", stop.batchOffset, "reason", stop.reason, "bytesDropped", size-stop.batchOffset)
+	// Say exactly what goes: the torn batch's own claim (records and bytes, when its header
+	// is readable), the first record index lost, and what this segment keeps.
+	claimed := "unreadable header"
+	var torn [batchHeaderSize]byte
+	if size-stop.batchOffset >= batchHeaderSize && readFull(f, torn[:], stop.batchOffset) == nil {
+		if h, why := parseBatchHeader(torn[:]); why == "" {
+			claimed = fmt.Sprintf("%d records, %d bytes, from index %d", h.records, h.bodyBytes, h.firstIndex)
+		} else {
+			claimed = why
+		}
+	}
+	w.logger.Warn("wal: cut torn tail of the last segment (a write the crash tore; nothing after it was synced)",
+		"file", info.name, "offset", stop.batchOffset, "reason", stop.reason,
+		"tornBatch", claimed, "firstLostIndex", info.firstIndex+info.records,
+		"recordsKept", info.records, "bytesTruncated", size-stop.batchOffset)
 	if err := f.Truncate(stop.batchOffset); err != nil {
 		return fmt.Errorf("wal: truncating torn tail of %s: %w", info.name, err)
 	}
