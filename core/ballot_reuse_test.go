@@ -81,29 +81,6 @@ func (c *testCluster) stepAll(msgs []codec.Message) {
 	}
 }
 
-// flushNodes runs the Ready cycle of the given replicas only (persist, send, apply, advance).
-func (c *testCluster) flushNodes(ids ...uint32) {
-	c.t.Helper()
-	for _, id := range ids {
-		nd := c.nodes[id]
-		for nd.r.HasReady() {
-			rd := nd.r.Ready()
-			for _, e := range rd.Entries {
-				nd.entries[e.Slot] = e
-			}
-			if rd.MustSaveHardState {
-				nd.hard = rd.HardState
-			}
-			c.net = append(c.net, rd.Messages...)
-			c.net = append(c.net, rd.MessagesAfterPersist...)
-			for _, e := range rd.Chosen {
-				nd.applied = append(nd.applied, e.Value)
-			}
-			nd.r.Advance(rd)
-		}
-	}
-}
-
 func filter(msgs []codec.Message, keep func(codec.Message) bool) []codec.Message {
 	var out []codec.Message
 	for _, m := range msgs {

@@ -73,11 +73,21 @@ func (c *testCluster) flush() {
 	for again := true; again; {
 		again = false
 		for id := uint32(1); int(id) <= len(c.nodes); id++ {
-			nd := c.nodes[id]
-			if nd.down || !nd.r.HasReady() {
-				continue
+			if nd := c.nodes[id]; !nd.down && nd.r.HasReady() {
+				again = true
+				c.flushNodes(id)
 			}
-			again = true
+		}
+	}
+}
+
+// flushNodes runs the Ready cycle of the given replicas only (persist, send, apply, advance)
+// until each has nothing ready.
+func (c *testCluster) flushNodes(ids ...uint32) {
+	c.t.Helper()
+	for _, id := range ids {
+		nd := c.nodes[id]
+		for nd.r.HasReady() {
 			rd := nd.r.Ready()
 			for _, e := range rd.Entries {
 				nd.entries[e.Slot] = e
