@@ -5,6 +5,7 @@ package core
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/mpaxos/mpaxos/codec"
 )
@@ -192,6 +193,19 @@ type Status struct {
 //	func (r *Replica) Advance(rd Ready)
 //	func (r *Replica) Status() Status
 //	func (r *Replica) Compact(slot uint64)           // the application snapshotted every slot < slot
+
+// PersistedStateError is New's refusal of a persisted state no correct replica writes. Slot
+// names the entry it concerns, so the driver can say where that entry lies on disk.
+type PersistedStateError struct {
+	Slot   uint64
+	Reason string
+}
+
+func (e *PersistedStateError) Error() string { return "core: " + e.Reason }
+
+func persistedError(slot uint64, format string, args ...any) error {
+	return &PersistedStateError{Slot: slot, Reason: fmt.Sprintf(format, args...)}
+}
 
 // ErrInvalidMessage wraps every rejection of a malformed peer message; the message says which
 // field was wrong. The replica's state is unchanged when Step returns it.

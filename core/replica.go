@@ -168,10 +168,10 @@ func (r *Replica) restore(p Persisted) error {
 	r.logEnd = p.SnapshotSlot
 	for _, e := range p.Entries {
 		if e.Ballot.IsZero() {
-			return fmt.Errorf("core: persisted entry for slot %d has the zero ballot", e.Slot)
+			return persistedError(e.Slot, "persisted entry for slot %d has the zero ballot", e.Slot)
 		}
 		if e.Ballot.Round > roundMax && e.Ballot != ChosenBallot {
-			return fmt.Errorf("core: persisted entry for slot %d has ballot %v, above the highest usable round %d; refusing to start",
+			return persistedError(e.Slot, "persisted entry for slot %d has ballot %v, above the highest usable round %d; refusing to start",
 				e.Slot, e.Ballot, uint64(roundMax))
 		}
 		if e.Ballot != ChosenBallot && r.promised.Less(e.Ballot) {
@@ -181,7 +181,7 @@ func (r *Replica) restore(p Persisted) error {
 			continue
 		}
 		if _, dup := r.log[e.Slot]; dup {
-			return fmt.Errorf("core: persisted entries hold slot %d twice", e.Slot)
+			return persistedError(e.Slot, "persisted entries hold slot %d twice", e.Slot)
 		}
 		r.log[e.Slot] = &slotState{ballot: e.Ballot, value: e.Value, durable: e.Ballot}
 		r.logEnd = max(r.logEnd, e.Slot+1)
@@ -196,7 +196,7 @@ func (r *Replica) restore(p Persisted) error {
 	r.commit = max(p.HardState.Commit, r.applied)
 	for s := r.applied; s < r.commit; s++ {
 		if r.log[s] == nil {
-			return fmt.Errorf("core: persisted commit %d but no entry for slot %d", r.commit, s)
+			return persistedError(s, "persisted commit %d but no entry for slot %d", r.commit, s)
 		}
 	}
 	for st := r.log[r.commit]; st != nil && st.ballot == ChosenBallot; st = r.log[r.commit] {

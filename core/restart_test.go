@@ -94,8 +94,9 @@ func TestRestartReappliesChosenFromPersistedState(t *testing.T) {
 func TestNewRejectsInconsistentPersistedState(t *testing.T) {
 	cfg := testConfig(1, []uint32{1, 2, 3})
 	_, err := New(cfg, Persisted{HardState: HardState{Commit: 2}, Entries: []codec.Entry{{Slot: 0, Ballot: ballot(1, 1)}}}, nil)
-	if err == nil {
-		t.Fatal("commit 2 with slot 1 missing was accepted")
+	var refused *PersistedStateError
+	if !errors.As(err, &refused) || refused.Slot != 1 {
+		t.Fatalf("commit 2 with slot 1 missing: %v, want a PersistedStateError naming slot 1", err)
 	}
 	_, err = New(cfg, Persisted{Entries: []codec.Entry{{Slot: 0, Ballot: ballot(1, 1)}, {Slot: 0, Ballot: ballot(2, 1)}}}, nil)
 	if err == nil {

@@ -149,6 +149,12 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if n.replica, err = core.New(cfg.coreConfig(r), persisted, n.coreStorage(n.ring)); err != nil {
 		_ = n.wal.Close()
+		var refused *core.PersistedStateError
+		if errors.As(err, &refused) {
+			if where, ok := n.wal.Locate(refused.Slot); ok {
+				err = fmt.Errorf("%w (slot %d's latest record: %s)", err, refused.Slot, where)
+			}
+		}
 		return nil, fmt.Errorf("pipeline: start core from %s: %w", cfg.DataDir, err)
 	}
 	if n.stepper, err = newStepper(n); err != nil {

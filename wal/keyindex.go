@@ -74,6 +74,26 @@ func (w *WAL) IndexedKeys() int {
 	return len(w.index.keys)
 }
 
+// Locate names where the latest durable record of key lies ("<segment file> at offset N"),
+// for error messages; ok is false without Options.IndexKeys or when no record of key is held.
+func (w *WAL) Locate(key uint64) (where string, ok bool) {
+	if w.index == nil {
+		return "", false
+	}
+	loc, ok := w.index.lookup(key)
+	if !ok {
+		return "", false
+	}
+	w.segmentsMu.Lock()
+	defer w.segmentsMu.Unlock()
+	for _, s := range w.segments {
+		if s.firstIndex == loc.segment {
+			return fmt.Sprintf("%s at offset %d", w.path(s.name), loc.offset), true
+		}
+	}
+	return "", false
+}
+
 // ReadKey returns the latest durable record for key with one positioned read of its segment,
 // its checksum verified. It needs Options.IndexKeys; ErrKeyNotFound when no record for key is
 // in the log. Safe for concurrent use with the writer, TruncateBefore and other readers; the

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -49,6 +50,12 @@ func TestReadKeyFindsTheLatestRecord(t *testing.T) {
 		}
 	}
 	check(w)
+	if where, ok := w.Locate(7); !ok || !strings.Contains(where, ".wal at offset ") {
+		t.Fatalf("Locate(7) = %q, %v", where, ok)
+	}
+	if _, ok := w.Locate(keys + 1); ok {
+		t.Fatal("Locate found a key never written")
+	}
 	if len(w.segments) < 3 {
 		t.Fatalf("only %d segments: the test wants several", len(w.segments))
 	}
