@@ -133,6 +133,12 @@ func (n *Node) runApply() {
 				index := uint32(it.Index())
 				offset := embed.nextOffset()
 				r := sessions.ApplyCommand(cmd.ClientID, cmd.Seq, cmd.SeqFloor, e.Slot, index, offset)
+				if r.Outcome == core.SessionFull && IsMarker(cmd.Payload) {
+					// A read's (or Barrier's) marker changes nothing and takes no offset, so it
+					// needs no session: a full table must not refuse reads. Every replica decides
+					// the same, and a resent marker running twice is harmless.
+					r = core.SessionResult{Outcome: core.SessionApplied}
+				}
 				embed.command(e.Slot, index, cmd, r.Outcome != core.SessionApplied)
 				commands++
 				if r.Outcome == core.SessionDuplicate {

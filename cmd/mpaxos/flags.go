@@ -69,6 +69,8 @@ func newServeFlags(o *serveOptions) *flag.FlagSet {
 	fs.BoolVar(&o.adminPprof, "admin-pprof", true, "serve /debug/pprof/ on the admin address (the command line is never served)")
 	fs.Uint64Var(&o.cfg.ClusterID, "cluster-id", 1, "cluster id; every replica and client must agree")
 	fs.IntVar(&o.cfg.Window, "window", d.Window, "Phase-2 window: most slots in flight")
+	fs.IntVar(&o.cfg.SessionsMax, "sessions-max", d.SessionsMax,
+		"clients the exactly-once table remembers; a new client beyond it is answered Overloaded (same on every replica)")
 	fs.IntVar(&o.cfg.Batching.BatchBytesMax, "batch-bytes-max", d.Batching.BatchBytesMax, "largest batch (slot value) in bytes")
 	fs.IntVar(&o.cfg.Batching.BatchCommandsMax, "batch-commands-max", d.Batching.BatchCommandsMax, "most commands in one batch")
 	fs.DurationVar(&o.cfg.Batching.Linger, "linger", d.Batching.Linger, "close an open batch after this long while the window is full (0: never; batches grow until a slot frees)")

@@ -30,6 +30,13 @@
 //     may log more than a few warnings a second.
 //   - TestOversizedPayloadIsAnsweredTooLarge (defect 8): a payload of PayloadBytesMax+1 gets
 //     TooLarge, and the next request on the same connection is served.
+//   - TestClientIDFloodKeepsExactlyOnce (defect 7, porcupine): a table of 24 clients, a flood
+//     of fresh client ids while 4 clients append and the leader is restarted, and a victim
+//     that appended once, idled, and resends the same (client id, seq). Its resend must get
+//     its first position back and the whole history (flood requests included: OK ones in the
+//     log once, Overloaded ones not at all) must be linearizable. With the old evicting table
+//     (planted with go build -overlay) the victim's resend is applied again at a new offset
+//     and porcupine answers Illegal.
 //   - TestDocumentedPayloadLimitIsReachableByDefault (defect 8): a payload of exactly
 //     PayloadBytesMax (1 MiB) is accepted with every default. The ~512 KiB ceiling of the
 //     issue was batching.DefaultBatchBytesMax; a command larger than a batch now gets a batch

@@ -83,7 +83,15 @@ type env struct {
 
 // startEnv starts the cluster with every limit at its default (the attacks target the
 // defaults a deployment gets), waits for a leader and starts the load.
-func startEnv(t *testing.T) *env {
+func startEnv(t *testing.T, args ...string) *env {
+	t.Helper()
+	e := startCluster(t, args...)
+	e.load = startLoad(t, e.cluster.Endpoints(), e.cluster.ClusterID())
+	return e
+}
+
+// startCluster starts 3 replicas (args: extra flags for each) with no load.
+func startCluster(t *testing.T, args ...string) *env {
 	t.Helper()
 	requireHostile(t)
 	c, err := cluster.New(cluster.Config{
@@ -91,6 +99,7 @@ func startEnv(t *testing.T) *env {
 		Replicas: 3,
 		BaseDir:  t.TempDir(),
 		Logf:     t.Logf,
+		Args:     args,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +122,6 @@ func startEnv(t *testing.T) *env {
 	if e.leader(10*time.Second) == 0 {
 		t.Fatal("no leader within 10 s")
 	}
-	e.load = startLoad(t, c.Endpoints(), c.ClusterID())
 	return e
 }
 
