@@ -30,6 +30,10 @@
 //     may log more than a few warnings a second.
 //   - TestOversizedPayloadIsAnsweredTooLarge (defect 8): a payload of PayloadBytesMax+1 gets
 //     TooLarge, and the next request on the same connection is served.
+//   - TestHugeBallotKillsNoReplica (defect 1): a process that knows the secret sends every
+//     replica, in a member's name, Prepares in rounds 2^64-1 and 2^63; all must stay up and the
+//     load go on. With core's round bound and wire check removed (planted by overlay) the load
+//     falls to 0 acks/s.
 //   - TestClientIDFloodKeepsExactlyOnce (defect 7, porcupine): a table of 24 clients, a flood
 //     of fresh client ids while 4 clients append and the leader is restarted, and a victim
 //     that appended once, idled, and resends the same (client id, seq). Its resend must get
