@@ -189,6 +189,11 @@ func TestEveryBitFlipIsDetected(t *testing.T) {
 				!strings.Contains(logs.String(), fmt.Sprintf("offset=%d", cut)) {
 				t.Fatalf("%s: cut not reported at offset %d: %q", what, cut, logs.String())
 			}
+			// The cut says what it dropped: the first record lost and the records kept.
+			if !strings.Contains(logs.String(), fmt.Sprintf("firstLostIndex=%d", uint64(len(want))+firstRecordIndex)) ||
+				!strings.Contains(logs.String(), "recordsKept=") || !strings.Contains(logs.String(), "tornBatch=") {
+				t.Fatalf("%s: the cut does not say what it dropped: %q", what, logs.String())
+			}
 			w.Close()
 			counts["cut"]++
 		default:
