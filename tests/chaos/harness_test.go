@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -42,40 +41,23 @@ func requireChaos(t *testing.T) {
 	}
 }
 
-var build struct {
-	once sync.Once
-	dir  string
-	bin  string
-	err  error
-}
-
-// serverBinary builds ./cmd/mpaxos once per test process.
+// serverBinary builds ./cmd/mpaxos once per test process (or returns -mpaxos-bin).
 func serverBinary(t *testing.T) string {
 	t.Helper()
 	if *flagBinary != "" {
 		return *flagBinary
 	}
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "mpaxos-chaos-bin-")
-		if build.err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		build.bin, build.err = cluster.Build(ctx, build.dir, *flagRaceServer)
-	})
-	if build.err != nil {
-		t.Fatalf("build mpaxos: %v", build.err)
+	bin, err := cluster.BuildOnce(*flagRaceServer)
+	if err != nil {
+		t.Fatalf("build mpaxos: %v", err)
 	}
-	return build.bin
+	return bin
 }
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if build.dir != "" {
-		os.RemoveAll(build.dir)
-	}
+	cluster.RemoveBuilds()
 	os.Exit(code)
 }
 

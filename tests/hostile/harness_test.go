@@ -37,40 +37,23 @@ func requireHostile(t *testing.T) {
 	}
 }
 
-var build struct {
-	once sync.Once
-	dir  string
-	bin  string
-	err  error
-}
-
 // serverBinary builds ./cmd/mpaxos once per test process (or returns -mpaxos-bin).
 func serverBinary(t *testing.T) string {
 	t.Helper()
 	if *flagBinary != "" {
 		return *flagBinary
 	}
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "mpaxos-hostile-bin-")
-		if build.err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		build.bin, build.err = cluster.Build(ctx, build.dir, false)
-	})
-	if build.err != nil {
-		t.Fatalf("build mpaxos: %v", build.err)
+	bin, err := cluster.BuildOnce(false)
+	if err != nil {
+		t.Fatalf("build mpaxos: %v", err)
 	}
-	return build.bin
+	return bin
 }
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if build.dir != "" {
-		os.RemoveAll(build.dir)
-	}
+	cluster.RemoveBuilds()
 	os.Exit(code)
 }
 

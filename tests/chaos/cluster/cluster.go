@@ -629,3 +629,46 @@ func (l *lineLog) tail() string {
 	defer l.mu.Unlock()
 	return "  | " + strings.Join(l.lines, "\n  | ")
 }
+
+// built is the binary BuildOnce made, per race setting, in a temporary directory.
+var built struct {
+	mu   sync.Mutex
+	dirs []string
+	bins map[bool]string
+}
+
+// BuildOnce builds ./cmd/mpaxos once per process (per race setting) into a temporary directory
+// and returns the binary; RemoveBuilds deletes what it built. For test packages' TestMain.
+func BuildOnce(race bool) (string, error) {
+	built.mu.Lock()
+	defer built.mu.Unlock()
+	if bin, ok := built.bins[race]; ok {
+		return bin, nil
+	}
+	dir, err := os.MkdirTemp("", "mpaxos-bin-")
+	if err != nil {
+		return "", err
+	}
+	built.dirs = append(built.dirs, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin, err := Build(ctx, dir, race)
+	if err != nil {
+		return "", err
+	}
+	if built.bins == nil {
+		built.bins = map[bool]string{}
+	}
+	built.bins[race] = bin
+	return bin, nil
+}
+
+// RemoveBuilds deletes every binary BuildOnce made.
+func RemoveBuilds() {
+	built.mu.Lock()
+	defer built.mu.Unlock()
+	for _, dir := range built.dirs {
+		os.RemoveAll(dir)
+	}
+	built.dirs, built.bins = nil, nil
+}
