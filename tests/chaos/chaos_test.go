@@ -82,12 +82,20 @@ func TestChaosNetnsNetem(t *testing.T) {
 	runScenario(t, testSeed(t), options{netns: true}, []fault{faultByName("netns-netem")})
 }
 
+// notDrawn: faults that hold 12 election timeouts with the workload at full speed (the test
+// asserts acks go on). Each runs once in its own test; drawn into random schedules, three of
+// them made a history of ~49,000 operations that porcupine could not decide within its
+// 2-minute budget (verdict Unknown, seed 218132153), so random schedules leave them out.
+var notDrawn = map[string]bool{"one-way-partition-leader": true, "stall-leader-disk": true}
+
 // randomSchedule draws 2..4 faults.
 func randomSchedule(rng *rand.Rand) []fault {
 	n := 2 + rng.IntN(3)
 	var list []fault
-	for i := 0; i < n; i++ {
-		list = append(list, faults[rng.IntN(len(faults))])
+	for len(list) < n {
+		if f := faults[rng.IntN(len(faults))]; !notDrawn[f.name] {
+			list = append(list, f)
+		}
 	}
 	return list
 }

@@ -122,8 +122,7 @@ func newHarness(t *testing.T, seed uint64, opts options) *harness {
 		ClusterID: 1 + seed%1000, Secret: fmt.Sprintf("chaos-secret-%016d", seed),
 		Args:         append([]string{"--fsync=true"}, opts.args...),
 		ReadyTimeout: 30 * time.Second, Logf: t.Logf,
-		// Armed in every run, off until a fault switches it: random schedules draw
-		// stall-leader-disk too.
+		// Armed in every run, off until a fault (stall-leader-disk) switches it.
 		FaultHooks: true,
 	}
 	if opts.proxy && opts.netns {
